@@ -1,0 +1,105 @@
+"""Validated image I/O: every way a file can be wrong becomes one `ImageError` sentence.
+
+Every PIL mode a user is likely to have (16-bit, palette, grey, grey+alpha, RGBA, CMYK) is
+converted to RGB float32 in [0, 1]; alpha is composited over white, as line art expects.
+Writes are atomic, so a failed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and the fix."""
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> (H, W, 3) float32 in [0, 1]."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(arr / scale, 0, 1).astype(np.float32)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "RGBA", "PA"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Read an image file as a (3, H, W) float32 tensor in [0, 1]; raise ImageError if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty (0 bytes); re-export the image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(
+                        f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}; "
+                        "downscale it or raise max_pixels"
+                    )
+                img.load()
+                arr = _to_rgb_array(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: not a readable image (PNG, JPEG, ...); check the file") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(
+            f"{path}: image data is truncated or corrupt ({err}); re-export it"
+        ) from None
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) / (1, 3, H, W) / (H, W) float in [0, 1] -> (H, W[, 3]) uint8."""
+    image = image.detach().float().cpu()
+    if image.dim() == 4:
+        image = image[0]
+    if image.dim() == 3:
+        image = image.permute(1, 2, 0)
+        if image.shape[-1] == 1:
+            image = image[..., 0]
+    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def save_image(image: Tensor, path: str | os.PathLike) -> Path:
+    """Write a float image in [0, 1] atomically (temp file + rename); format from the suffix."""
+    path = Path(path)
+    pil = Image.fromarray(to_uint8(image))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+    try:
+        pil.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,263 @@
+"""The `Spectrum` of an image (its k lowest Laplacian eigenpairs) and a two-level cache for it.
+
+Spectra are the expensive part of the shader and never depend on learned weights, so every
+spectrum is cached in memory and on disk, keyed by a hash of the pixels and of every graph
+and solver parameter. Disk entries carry a checksum: a corrupted, truncated or stale file is
+detected and recomputed, never trusted; writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from spectral_resnet.spectral import descriptors
+from spectral_resnet.spectral.eigensolvers import eigenpairs
+from spectral_resnet.spectral.graph import check_image, grid_laplacian
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+MEMORY_ENTRIES = 64
+
+
+@dataclass
+class Spectrum:
+    """k lowest eigenpairs of one image's grid Laplacian, with what they were computed from."""
+
+    evals: Tensor  # (k,) ascending
+    evecs: Tensor  # (n, k) orthonormal columns, n = H * W in row-major pixel order
+    degrees: Tensor  # (n,) weighted degree of each pixel
+    boundary: Tensor  # (n,) boundary strength in [0, 1] (1 - weakest incident edge weight)
+    shape: tuple[int, int]  # (H, W)
+    params: dict = field(default_factory=dict)  # graph + solver parameters
+    residuals: Tensor | None = None  # (k,) ||L v - lambda v||
+    method: str = ""
+    seconds: float = 0.0  # solve time (0 for a cache hit)
+
+    @property
+    def k(self) -> int:
+        return self.evals.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.evecs.shape[0]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """A copy on another device / float dtype (eigenvalues stay float64)."""
+
+        def move(t):
+            return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
+
+        return Spectrum(
+            self.evals.to(device),
+            move(self.evecs),
+            move(self.degrees),
+            move(self.boundary),
+            self.shape,
+            self.params,
+            None if self.residuals is None else self.residuals.to(device),
+            self.method,
+            self.seconds,
+        )
+
+    def project(self, signal: Tensor) -> Tensor:
+        """Spectral coefficients Phi^T f of a signal (n,) or (n, m)."""
+        return self.evecs.T @ signal.to(self.evecs.dtype)
+
+    def reconstruct(self, coeffs: Tensor) -> Tensor:
+        """Phi c: back from coefficients (k,) or (k, m) to pixels."""
+        return self.evecs @ coeffs.to(self.evecs.dtype)
+
+    def heat(self, signal: Tensor, t: float) -> Tensor:
+        """Heat diffusion of a signal for time t through the low spectrum."""
+        return descriptors.heat_diffusion(self.evals.to(self.evecs.dtype), self.evecs, signal, t)
+
+    def hks(self, times: Tensor | None = None, count: int = 8) -> Tensor:
+        """Heat kernel signature, (n, T); default times log-spaced over the spectrum."""
+        evals = self.evals.to(self.evecs.dtype)
+        times = descriptors.default_hks_times(evals, count) if times is None else times
+        return descriptors.heat_kernel_signature(evals, self.evecs, times.to(self.evecs))
+
+    def wks(self, energies: Tensor | None = None, sigma: float | None = None, count: int = 8):
+        """Wave kernel signature, (n, E); default energies spread over log(lambda)."""
+        evals = self.evals.to(self.evecs.dtype)
+        default_e, default_sigma = descriptors.default_wks_energies(evals, count)
+        energies = default_e if energies is None else energies.to(self.evecs)
+        return descriptors.wave_kernel_signature(
+            evals, self.evecs, energies, default_sigma if sigma is None else sigma
+        )
+
+    def grid(self, values: Tensor) -> Tensor:
+        """(n, ...) per-pixel values -> (..., H, W) maps."""
+        h, w = self.shape
+        return values.reshape(h, w, -1).permute(2, 0, 1).squeeze(0)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """$SPECTRAL_RESNET_CACHE, else $XDG_CACHE_HOME/spectral_resnet, else ~/.cache/spectral_resnet."""
+    env = os.environ.get("SPECTRAL_RESNET_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spectral_resnet"
+
+
+def cache_key(image: Tensor, params: dict) -> str:
+    """sha256 of the pixels (float32, shape) and of every parameter."""
+    pixels = image.detach().to("cpu", torch.float32).contiguous()
+    h = hashlib.sha256()
+    h.update(str(tuple(pixels.shape)).encode())
+    h.update(pixels.numpy().tobytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(f"v{CACHE_VERSION}".encode())
+    return h.hexdigest()
+
+
+def _checksum(tensors: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+_TENSORS = ("evals", "evecs", "degrees", "boundary", "residuals")
+
+
+class SpectrumCache:
+    """In-memory LRU in front of a directory of checksummed `.pt` files."""
+
+    def __init__(self, directory: Path | str | None = None, memory_entries: int = MEMORY_ENTRIES):
+        self.directory = Path(directory) if directory is not None else None
+        self.memory: OrderedDict[str, Spectrum] = OrderedDict()
+        self.memory_entries = memory_entries
+
+    @property
+    def path(self) -> Path:
+        return self.directory if self.directory is not None else default_cache_dir() / "spectra"
+
+    def get(self, key: str) -> Spectrum | None:
+        if key in self.memory:
+            self.memory.move_to_end(key)
+            return self.memory[key]
+        spectrum = self._load(key)
+        if spectrum is not None:
+            self._remember(key, spectrum)
+        return spectrum
+
+    def put(self, key: str, spectrum: Spectrum, disk: bool = True) -> None:
+        self._remember(key, spectrum)
+        if disk:
+            self._save(key, spectrum)
+
+    def _remember(self, key: str, spectrum: Spectrum) -> None:
+        self.memory[key] = spectrum
+        self.memory.move_to_end(key)
+        while len(self.memory) > self.memory_entries:
+            self.memory.popitem(last=False)
+
+    def _load(self, key: str) -> Spectrum | None:
+        file = self.path / f"{key}.pt"
+        if not file.exists():
+            return None
+        try:
+            blob = torch.load(file, map_location="cpu", weights_only=True)
+            tensors = {name: blob[name] for name in _TENSORS}
+            if blob["version"] != CACHE_VERSION or blob["key"] != key:
+                raise ValueError("stale entry")
+            if blob["checksum"] != _checksum(tensors):
+                raise ValueError("checksum mismatch")
+            return Spectrum(
+                shape=tuple(blob["shape"]),
+                params=json.loads(blob["params"]),
+                method=blob["method"],
+                **tensors,
+            )
+        except Exception as err:  # any failure means: do not trust it, recompute
+            log.warning("spectrum cache file %s is unusable (%s); recomputing", file, err)
+            file.unlink(missing_ok=True)
+            return None
+
+    def _save(self, key: str, spectrum: Spectrum) -> None:
+        tensors = {name: getattr(spectrum, name).detach().cpu().contiguous() for name in _TENSORS}
+        blob = dict(
+            tensors,
+            version=CACHE_VERSION,
+            key=key,
+            shape=list(spectrum.shape),
+            params=json.dumps(spectrum.params, sort_keys=True, default=str),
+            method=spectrum.method,
+            checksum=_checksum(tensors),
+        )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key[:16]}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    torch.save(blob, fh)
+                os.replace(tmp, self.path / f"{key}.pt")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as err:
+            log.warning(
+                "cannot write spectrum cache in %s (%s); continuing without", self.path, err
+            )
+
+
+_DEFAULT_CACHE = SpectrumCache()
+
+
+def compute_spectrum(
+    image: Tensor,
+    k: int = 16,
+    method: str = "auto",
+    *,
+    tol: float | None = None,
+    cache: bool | SpectrumCache = True,
+    **graph_options,
+) -> Spectrum:
+    """Spectrum of one image (C, H, W) in [0, 1]: graph -> k lowest eigenpairs, through the cache.
+
+    graph_options go to `grid_laplacian` (connectivity, sigma, sigma_scale, color, ...).
+    cache: True for the process-wide cache (disk under `default_cache_dir()`), a
+        `SpectrumCache` for your own, False to always solve.
+    """
+    batch = check_image(image)
+    if batch.shape[0] != 1:
+        raise ValueError(f"compute_spectrum takes one image, got a batch of {batch.shape[0]}")
+    op = grid_laplacian(batch, **graph_options)
+    params = dict(op.params, k=k, method=method, tol=tol, device=batch.device.type)
+    store = _DEFAULT_CACHE if cache is True else (cache or None)
+    key = cache_key(batch, params) if store is not None else ""
+    if store is not None and (hit := store.get(key)) is not None:
+        return Spectrum(**{**hit.__dict__, "seconds": 0.0})
+    start = time.perf_counter()
+    pairs = eigenpairs(op, k, method, tol=tol)
+    spectrum = Spectrum(
+        evals=pairs.evals.cpu(),
+        evecs=pairs.evecs.cpu(),
+        degrees=op.degrees()[0].flatten().double().cpu(),
+        boundary=op.boundary_strength()[0].flatten().double().cpu(),
+        shape=(op.height, op.width),
+        params=dict(params, solver=pairs.method),
+        residuals=pairs.residuals.cpu(),
+        method=pairs.method,
+        seconds=time.perf_counter() - start,
+    )
+    if store is not None:
+        store.put(key, spectrum)
+    return spectrum

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from spectral_resnet.spectral import Spectrum, SpectrumCache, compute_spectrum
+from spectral_resnet.spectral import spectrum as spectrum_module
+
+
+def test_project_reconstruct_round_trip(photo):
+    spec = compute_spectrum(photo, k=10, cache=False)
+    coeffs = torch.randn(10, 3, dtype=torch.float64)
+    assert torch.allclose(spec.project(spec.reconstruct(coeffs)), coeffs, atol=1e-10)
+
+
+def test_heat_diffusion_keeps_constant_mode_and_smooths(photo):
+    spec = compute_spectrum(photo, k=10, cache=False)
+    signal = torch.randn(spec.n, dtype=torch.float64)
+    low = spec.reconstruct(spec.project(signal))
+    assert torch.allclose(spec.heat(signal, 0.0), low, atol=1e-10)
+    assert spec.heat(signal, 1e6).norm() < spec.heat(signal, 1.0).norm()
+    null = spec.evecs[:, 0]
+    assert torch.allclose(spec.heat(null, 50.0), null, atol=1e-8)
+
+
+def random_orthogonal(m, gen):
+    return torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64)).Q
+
+
+def test_descriptors_invariant_to_signs_and_rotations_in_eigenspaces():
+    gen = torch.Generator().manual_seed(0)
+    n, k = 50, 6
+    evecs = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64)).Q
+    evals = torch.tensor([0.0, 0.1, 0.1, 0.1, 0.5, 0.9], dtype=torch.float64)  # one 3-fold
+    spec = Spectrum(evals, evecs, torch.ones(n), torch.zeros(n), (5, 10))
+    mixed = evecs.clone()
+    mixed[:, 1:4] = evecs[:, 1:4] @ random_orthogonal(3, gen)
+    mixed = mixed * torch.tensor([1, -1, 1, -1, -1, 1], dtype=torch.float64)
+    other = Spectrum(evals, mixed, torch.ones(n), torch.zeros(n), (5, 10))
+    assert torch.allclose(spec.hks(), other.hks(), atol=1e-12)
+    assert torch.allclose(spec.wks(), other.wks(), atol=1e-12)
+    assert not torch.allclose(spec.evecs, other.evecs, atol=1e-3)  # the raw basis did change
+
+
+def test_hks_rows_are_a_weighted_mean_of_squared_modes(photo):
+    spec = compute_spectrum(photo, k=8, cache=False)
+    hks = spec.hks(torch.tensor([0.0], dtype=torch.float64))
+    assert torch.allclose(hks[:, 0], spec.evecs.pow(2).mean(1), atol=1e-12)
+
+
+def test_cache_hit_miss_and_parameter_change(tmp_path, photo):
+    cache = SpectrumCache(tmp_path)
+    first = compute_spectrum(photo, k=6, cache=cache)
+    assert first.seconds > 0
+    again = compute_spectrum(photo, k=6, cache=cache)
+    assert again.seconds == 0.0 and torch.equal(again.evecs, first.evecs)
+    fresh = SpectrumCache(tmp_path)  # a new process: disk hit
+    from_disk = compute_spectrum(photo, k=6, cache=fresh)
+    assert from_disk.seconds == 0.0 and torch.equal(from_disk.evecs, first.evecs)
+    for changed in [dict(k=7), dict(k=6, sigma=0.2), dict(k=6, connectivity=8)]:
+        assert compute_spectrum(photo, cache=cache, **changed).seconds > 0
+    other_pixels = photo.clone()
+    other_pixels[0, 0, 0] += 0.01
+    assert compute_spectrum(other_pixels, k=6, cache=cache).seconds > 0
+    assert len(list(tmp_path.glob("*.pt"))) == 5
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper"])
+def test_corrupted_cache_file_is_recomputed(tmp_path, photo, damage):
+    compute_spectrum(photo, k=6, cache=SpectrumCache(tmp_path))
+    (file,) = tmp_path.glob("*.pt")
+    if damage == "truncate":
+        file.write_bytes(file.read_bytes()[:100])
+    elif damage == "garbage":
+        file.write_text("not a tensor")
+    else:  # a valid torch file whose numbers were changed behind the checksum's back
+        blob = torch.load(file, weights_only=True)
+        blob["evals"] = blob["evals"] + 1
+        torch.save(blob, file)
+    again = compute_spectrum(photo, k=6, cache=SpectrumCache(tmp_path))
+    assert again.seconds > 0  # recomputed, not trusted
+    assert again.evals[0].abs() < 1e-10
+    assert compute_spectrum(photo, k=6, cache=SpectrumCache(tmp_path)).seconds == 0.0
+
+
+def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPECTRAL_RESNET_CACHE", str(tmp_path / "x"))
+    assert spectrum_module.default_cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("SPECTRAL_RESNET_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert spectrum_module.default_cache_dir() == tmp_path / "xdg" / "spectral_resnet"
+
+
+def test_compute_spectrum_reports_shape_and_residuals(photo):
+    spec = compute_spectrum(photo, k=5, cache=False)
+    assert spec.shape == (32, 40) and spec.evecs.shape == (32 * 40, 5)
+    assert spec.residuals.max() < 1e-8
+    assert spec.grid(spec.evecs).shape == (5, 32, 40)
