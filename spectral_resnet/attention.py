@@ -1,0 +1,185 @@
+"""Spectral attention: token features, Q/K projections and kernels that never build n_t x n_s.
+
+The partial graph spectral transform *is* an attention operation: with Q = phi_t and
+K = phi_s the seed's activation phi_t (phi_s^T v) is linear attention. Putting a linear
+projection in front of each side (Q = W_q f_t, K = W_k f_s) makes it a literal
+cross-attention lookup that can be hand-initialised or learned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spectral_resnet.spectral import Spectrum
+
+FEATURES = ("evecs", "hks", "wks", "color", "boundary", "patch")
+INVARIANT_FEATURES = ("hks", "wks", "color", "boundary", "patch")
+PATCH_SCALES = (3, 7, 15)
+QK_INITS = ("identity", "fmap", "descriptor", "random", "learned")
+KERNELS = ("linear", "softmax")
+
+
+def feature_dim(kinds: tuple[str, ...], k: int, descriptor_count: int = 8) -> int:
+    """Width of `token_features(kinds)` for a spectrum with k eigenpairs."""
+    widths = dict(evecs=k, hks=descriptor_count, wks=descriptor_count, color=3, boundary=1, patch=9)
+    return sum(widths[kind] for kind in kinds)
+
+
+def token_features(
+    spectrum: Spectrum, image: Tensor, kinds: tuple[str, ...], descriptor_count: int = 8
+) -> Tensor:
+    """Per-pixel tokens (n, d) float32 from a spectrum and its image (3, H, W).
+
+    evecs are raw (sign-dependent: the seed's baseline); everything else is invariant to
+    eigenvector signs and eigenspace rotations. HKS/WKS are scaled by n so they are O(1)
+    whatever the image size.
+    """
+    unknown = set(kinds) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown token features {sorted(unknown)}; choose from {FEATURES}")
+    n = spectrum.n
+    parts = []
+    for kind in kinds:
+        if kind == "evecs":
+            parts.append(spectrum.evecs)
+        elif kind == "hks":
+            parts.append(spectrum.hks(count=descriptor_count) * n)
+        elif kind == "wks":
+            parts.append(spectrum.wks(count=descriptor_count) * n)
+        elif kind == "color":
+            parts.append(image.reshape(3, -1).T)
+        elif kind == "boundary":
+            parts.append(spectrum.boundary[:, None])
+        else:  # patch: local mean colour at a few scales, the context a single pixel lacks
+            pooled = [
+                F.avg_pool2d(image[None], s, 1, s // 2, count_include_pad=False)[0]
+                for s in PATCH_SCALES
+            ]
+            parts.append(torch.cat(pooled).reshape(3 * len(PATCH_SCALES), -1).T)
+    return torch.cat([p.to(torch.float32) for p in parts], dim=1)
+
+
+class QKProjection(nn.Module):
+    """Q = f_t W_q^T, K = f_s W_k^T, plus a log-temperature; hand-initialised or learnable."""
+
+    def __init__(
+        self, *, dim: int, init: str = "identity", learnable: bool = False, scale: float = 1.0
+    ):
+        super().__init__()
+        if init not in QK_INITS:
+            raise ValueError(f"unknown qk_init {init!r}; choose one of {QK_INITS}")
+        if init == "random":
+            gen = torch.Generator().manual_seed(0)
+            w_q = torch.randn(dim, dim, generator=gen) / math.sqrt(dim)
+            w_k = torch.randn(dim, dim, generator=gen) / math.sqrt(dim)
+        else:  # identity / fmap / descriptor / learned start from W = I on their features
+            w_q, w_k = torch.eye(dim), torch.eye(dim)
+        self.w_q = nn.Parameter(w_q, requires_grad=learnable)
+        self.w_k = nn.Parameter(w_k, requires_grad=learnable)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)), requires_grad=learnable)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    def forward(self, f_t: Tensor, f_s: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, n_t, d), (B, n_s, d) -> Q (B, n_t, d), K (B, n_s, d)."""
+        return f_t @ self.w_q.T, f_s @ self.w_k.T
+
+
+def _positive(x: Tensor) -> Tensor:
+    return F.elu(x) + 1
+
+
+class SpectralAttention(nn.Module):
+    """Attention between target queries and source keys: `linear` (low rank) or `softmax`.
+
+    linear:  out = scale * Q (K^T V), the seed's form, O(n d d_v) at full resolution;
+             with `positive=True` a positive feature map and normaliser make it an average.
+    softmax: exact softmax(scale * q^ k^T) V over L2-normalised rows, query-chunked through
+             F.scaled_dot_product_attention. Peak score memory is chunk * n_keys floats,
+             never n_t * n_s; `max_keys` caps the keys (top boundary pixels or a strided
+             subsample) when the sample is large.
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel: str = "linear",
+        chunk: int = 4096,
+        max_keys: int | None = None,
+        key_select: str = "boundary",
+        positive: bool = False,
+    ):
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {KERNELS}")
+        if key_select not in ("boundary", "stride"):
+            raise ValueError(f"key_select must be 'boundary' or 'stride', got {key_select!r}")
+        self.kernel, self.chunk, self.max_keys = kernel, chunk, max_keys
+        self.key_select, self.positive = key_select, positive
+
+    def select_keys(self, k: Tensor, v: Tensor, boundary: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Restrict keys/values to at most `max_keys` per batch element (same count for all)."""
+        n_s = k.shape[1]
+        if self.max_keys is None or n_s <= self.max_keys:
+            return k, v
+        if self.key_select == "boundary" and boundary is not None:
+            idx = boundary.topk(self.max_keys, dim=1).indices.sort(dim=1).values  # (B, m)
+        else:
+            step = n_s / self.max_keys
+            idx = (torch.arange(self.max_keys, device=k.device) * step).long()
+            idx = idx.expand(k.shape[0], -1)
+        gather = lambda t: t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+        return gather(k), gather(v)
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, scale: Tensor, boundary: Tensor | None = None
+    ) -> Tensor:
+        """q (B, n_t, d), k (B, n_s, d), v (B, n_s, d_v) -> (B, n_t, d_v)."""
+        if self.kernel == "linear":
+            if self.positive:
+                q, k = _positive(q), _positive(k)
+                kv = k.transpose(1, 2) @ torch.cat([v, torch.ones_like(v[..., :1])], -1)
+                out = q @ kv  # (B, n_t, d_v + 1)
+                return out[..., :-1] / out[..., -1:].clamp_min(1e-12)
+            return scale * (q @ (k.transpose(1, 2) @ v))
+        k, v = self.select_keys(k, v, boundary)
+        q, k = F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)  # scale: a learnable tensor
+        k4, v4 = k[:, None].contiguous(), v[:, None].contiguous()  # (B, 1, n_s, d): 4-D for SDPA
+        outs = [
+            F.scaled_dot_product_attention(
+                q[:, None, i : i + self.chunk].contiguous(), k4, v4, dropout_p=0.0, scale=1.0
+            )
+            for i in range(0, q.shape[1], self.chunk)
+        ]
+        return torch.cat(outs, dim=2)[:, 0]
+
+    def scores(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+        """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s)."""
+        if self.kernel == "softmax":
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        elif self.positive:
+            q, k = _positive(q), _positive(k)
+        return scale * (q @ k.transpose(1, 2))
+
+    def rows(self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor) -> Tensor:
+        """Lazy attention rows for target pixels `index` (B, m): (B, m, n_s), each summing to 1
+        (softmax) or the raw low-rank scores (linear)."""
+        q_rows = q.gather(1, index[..., None].expand(-1, -1, q.shape[-1]))
+        logits = self.scores(q_rows, k, scale)
+        return logits.softmax(-1) if self.kernel == "softmax" else logits
+
+    def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+        """Index of each query's best key, (B, n_t), chunked like the softmax kernel."""
+        return torch.cat(
+            [
+                self.scores(q[:, i : i + self.chunk], k, scale).argmax(-1)
+                for i in range(0, q.shape[1], self.chunk)
+            ],
+            dim=1,
+        )

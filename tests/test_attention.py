@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from spectral_resnet.attention import QKProjection, SpectralAttention, token_features
+from spectral_resnet.fmap import descriptor_functions, fit_functional_map
+from spectral_resnet.spectral import compute_spectrum
+
+
+def explicit_softmax(q, k, v, scale):
+    qn, kn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+    return torch.softmax(scale * qn @ kn.transpose(1, 2), -1) @ v
+
+
+def test_chunked_softmax_equals_full_softmax():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, d, generator=g) for n, d in [(50, 6), (37, 6), (37, 4)])
+    k, v = torch.randn(2, 37, 6, generator=g), torch.randn(2, 37, 4, generator=g)
+    scale = torch.tensor(7.0)
+    attn = SpectralAttention(kernel="softmax", chunk=7)
+    assert torch.allclose(attn(q, k, v, scale), explicit_softmax(q, k, v, scale), atol=1e-5)
+    rows = attn.rows(q, k, scale, torch.tensor([[0, 5], [49, 3]]))
+    full = torch.softmax(
+        scale
+        * torch.nn.functional.normalize(q, dim=-1)
+        @ torch.nn.functional.normalize(k, dim=-1).transpose(1, 2),
+        -1,
+    )
+    assert torch.allclose(rows[0], full[0, [0, 5]], atol=1e-6)
+    assert torch.allclose(rows.sum(-1), torch.ones(2, 2), atol=1e-5)
+    assert torch.equal(attn.argmax(q, k, scale), full.argmax(-1))
+
+
+def test_linear_kernel_equals_explicit_product():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (
+        torch.randn(1, 20, 5, generator=g),
+        torch.randn(1, 30, 5, generator=g),
+        torch.randn(1, 30, 3, generator=g),
+    )
+    attn = SpectralAttention(kernel="linear")
+    scale = torch.tensor(0.5)
+    assert torch.allclose(attn(q, k, v, scale), 0.5 * (q @ k.transpose(1, 2)) @ v, atol=1e-5)
+    positive = SpectralAttention(kernel="linear", positive=True)
+    pq, pk = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    weights = pq @ pk.transpose(1, 2)
+    expected = (weights / weights.sum(-1, keepdim=True)) @ v
+    assert torch.allclose(positive(q, k, v, scale), expected, atol=1e-5)
+
+
+def test_key_subset_keeps_the_strongest_boundary_keys():
+    k = torch.arange(10.0).reshape(1, 10, 1).expand(1, 10, 2)
+    v = torch.arange(10.0).reshape(1, 10, 1)
+    boundary = torch.tensor([[0, 9, 0, 0, 8, 0, 0, 7, 0, 0]], dtype=torch.float32)
+    attn = SpectralAttention(kernel="softmax", max_keys=3)
+    ks, vs = attn.select_keys(k, v, boundary)
+    assert vs.flatten().tolist() == [1.0, 4.0, 7.0]
+
+
+def test_projection_gradients_follow_learnable_flag():
+    f_t, f_s = torch.randn(1, 8, 4), torch.randn(1, 9, 4)
+    for learnable in (True, False):
+        proj = QKProjection(dim=4, init="identity", learnable=learnable)
+        q, k = proj(f_t, f_s)
+        assert torch.equal(q, f_t) and torch.equal(k, f_s)
+        assert all(p.requires_grad == learnable for p in proj.parameters())
+    with pytest.raises(ValueError, match="unknown qk_init"):
+        QKProjection(dim=4, init="eye")
+
+
+def test_token_features_shapes_and_errors(photo):
+    spec = compute_spectrum(photo, k=6, cache=False)
+    feats = token_features(spec, photo, ("evecs", "hks", "wks", "color", "boundary", "patch"))
+    assert feats.shape == (32 * 40, 6 + 8 + 8 + 3 + 1 + 9) and feats.dtype == torch.float32
+    assert torch.isfinite(feats).all()
+    with pytest.raises(ValueError, match="unknown token features"):
+        token_features(spec, photo, ("sift",))
+
+
+def test_functional_map_of_an_image_with_itself_is_near_identity(photo):
+    spec = compute_spectrum(photo, k=8, cache=False)
+    funcs = descriptor_functions(spec, photo)
+    c = fit_functional_map(spec, spec, funcs, funcs, commutativity=1e-3)
+    assert torch.allclose(c, torch.eye(8, dtype=c.dtype), atol=0.05)
+    # flipping a sample eigenvector's sign flips the matching column of C: Phi_s C^T is unchanged
+    flipped = spec.to()
+    flipped.evecs = spec.evecs * torch.tensor([1, -1, 1, 1, -1, 1, 1, 1], dtype=spec.evecs.dtype)
+    c2 = fit_functional_map(flipped, spec, funcs, funcs, commutativity=1e-3)
+    assert torch.allclose(flipped.evecs @ c2.T, spec.evecs @ c.T, atol=1e-8)

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from spectral_resnet import SpectralShader
+from spectral_resnet.blocks import FFN
+from spectral_resnet.data.procedural import scene
+
+
+class SignFlippedShader(SpectralShader):
+    """Flips the signs of some of the sample's eigenvectors, as another solver might."""
+
+    signs: torch.Tensor
+    sample: torch.Tensor
+
+    def spectrum(self, image):
+        spec = super().spectrum(image)
+        if torch.equal(image, self.sample):
+            spec.evecs = spec.evecs * self.signs
+        return spec
+
+
+def run(shader, target, sample):
+    with torch.no_grad():
+        return shader(target, sample)
+
+
+@pytest.mark.parametrize(
+    "qk_init, invariant",
+    [("fmap", True), ("descriptor", True), ("learned", True), ("identity", False)],
+)
+def test_sign_flips_change_only_the_identity_baseline(toof, tone, qk_init, invariant):
+    target, sample = tone[None], toof[None]
+    kwargs = dict(pattern="cc", qk_init=qk_init, k=8, kernel="linear", threshold=0.0)
+    plain = run(SpectralShader(**kwargs), target, sample)
+    flipped = SignFlippedShader(**kwargs)
+    flipped.signs = torch.tensor([1, -1, 1, -1, -1, 1, -1, 1], dtype=torch.float32)
+    flipped.sample = toof
+    other = run(flipped, target, sample)
+    same = torch.allclose(plain.image, other.image, atol=1e-4)
+    assert same == invariant
+    if qk_init == "identity":  # the prototype's phi_t phi_s^T depends on arbitrary signs
+        assert (plain.image - other.image).abs().max() > 1e-2
+
+
+def test_hand_initialised_ffn_is_the_seed_soft_blend():
+    ffn = FFN(channels=3, gate_bias=0.7)
+    h, s, a, act = (
+        torch.rand(2, 3, 5, 6),
+        torch.rand(2, 3, 5, 6),
+        torch.rand(2, 3, 5, 6),
+        torch.rand(2, 1, 5, 6),
+    )
+    delta, logit = ffn(torch.cat([h, s, a, act], 1))
+    assert torch.allclose(delta, a - h, atol=1e-6)
+    assert torch.allclose(logit, torch.full_like(logit, 0.7))
+    alpha = torch.sigmoid(logit)
+    assert torch.allclose(h + alpha * delta, (1 - alpha) * h + alpha * a, atol=1e-6)
+
+
+def test_block_output_is_the_blend_of_target_and_retrieved(toof, tone):
+    shader = SpectralShader(pattern="c", qk_init="descriptor", k=8)
+    out = run(shader, tone[None], toof[None])
+    g, a = out.gates[0], out.retrieved[0]
+    expected = ((1 - g) * tone[None] + g * a).clamp(0, 1)
+    assert torch.allclose(out.image, expected, atol=1e-5)
+    assert float(g.max()) > 0.1  # something was copied
+
+
+def test_zero_gate_is_the_identity(toof, tone):
+    shader = SpectralShader(pattern="cscs", qk_init="fmap", k=8, threshold=2.0, gate_bias=-1e4)
+    out = run(shader, tone[None], toof[None])
+    assert torch.equal(out.image, tone[None])
+
+
+def test_gradients_reach_projections_and_ffn_only_when_learnable(toof, tone):
+    learned = SpectralShader(pattern="cs", qk_init="learned", k=6, kernel="softmax", threshold=0.0)
+    out = learned(tone[None], toof[None])
+    (out.image.mean() + sum(r.mean() for r in out.retrieved)).backward()
+    block = learned.blocks[0]
+    for p in (block.qk.w_q, block.qk.w_k, block.ffn.linear.weight, block.ffn.mlp[2].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    frozen = SpectralShader(pattern="c", qk_init="fmap", k=6)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("kernel", ["linear", "softmax"])
+def test_shapes_batch_non_square_and_mismatched_sizes(kernel):
+    target = torch.stack([scene((20, 28), seed=s) for s in (0, 1)])
+    sample = torch.stack([scene((24, 18), seed=s) for s in (2, 3)])
+    shader = SpectralShader(pattern="csc", qk_init="learned", k=6, kernel=kernel, work_size=16)
+    out = run(shader, target, sample)
+    assert out.image.shape == (2, 3, 20, 28)
+    assert len(out.activations) == 3 and out.activations[0].shape == (2, 1, 20, 28)
+    assert set(out.timings) >= {"spectra", "blocks", "total"}
+    match = shader.match(target, sample)
+    assert match.shape == (2, 20, 28, 2)
+    assert match[..., 0].max() <= 17.5 and match[..., 1].max() <= 23.5 and match.min() >= -0.5
+
+
+def test_match_of_an_image_with_itself_finds_itself():
+    img = scene((24, 24), seed=5)[None]
+    shader = SpectralShader(
+        pattern="c", qk_init="learned", k=8, kernel="softmax", softmax_scale=50.0
+    )
+    match = shader.match(img, img)
+    ys, xs = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    err = (match[0] - torch.stack([xs, ys], -1)).norm(dim=-1)
+    assert (err <= 1.0).float().mean() > 0.8
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(pattern="cxz"), "unknown pattern letter"),
+        (dict(pattern=""), "non-empty"),
+        (dict(qk_init="eye"), "unknown qk_init"),
+        (dict(k=1), "k must be an integer"),
+        (dict(sigma=0.0), "sigma must be positive"),
+        (dict(kernel="cosine"), "unknown attention kernel"),
+        (dict(qk_init="identity", features=("hks",)), "raw eigenvectors"),
+    ],
+)
+def test_bad_configuration_raises_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpectralShader(**kwargs)
