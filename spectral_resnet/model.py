@@ -9,13 +9,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spectral_resnet import segments, shading
 from spectral_resnet.attention import INVARIANT_FEATURES, QK_INITS, feature_dim, token_features
-from spectral_resnet.blocks import BlockOutput, PairContext, SpectralResBlock
+from spectral_resnet.blocks import (
+    Annihilate,
+    BlockOutput,
+    PairContext,
+    Shadow,
+    SpectralResBlock,
+    Thicken,
+)
 from spectral_resnet.fmap import aligned_sample_basis
 from spectral_resnet.spectral import Spectrum, compute_spectrum
-from spectral_resnet.spectral.graph import check_image
+from spectral_resnet.spectral.graph import check_image, grid_laplacian
 
-BLOCK_LETTERS = {"c": "cross", "s": "self"}
+BLOCK_LETTERS = {
+    "c": "cross",  # cross-attention block: copy from the sample
+    "s": "self",  # self-attention block: smooth along the target's own graph
+    "t": "thicken",  # heat-kernel dilation of the active ink
+    "h": "shadow",  # drop shadow under what the previous block pasted
+    "f": "fuzz",  # fuzz annihilator: revert specks of transferred content
+}
 DEFAULT_FEATURES = {
     "identity": ("evecs",),
     "fmap": ("evecs",),
@@ -35,6 +49,8 @@ class ShaderOutput:
     retrieved: list[Tensor] = field(default_factory=list)  # per block (B, 3, H, W)
     seeds: list[Tensor | None] = field(default_factory=list)  # per block (B, S, 2) or None
     masks: list[Tensor | None] = field(default_factory=list)  # per block (B, S, H, W) or None
+    components: list[Tensor | None] = field(default_factory=list)  # per block (B, S) labels
+    placements: list[Tensor | None] = field(default_factory=list)  # per block (B, S, 5)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: spectra, attention, ...
     residuals: dict[str, float] = field(default_factory=dict)  # worst ||Lv - lambda v||
 
@@ -92,6 +108,17 @@ class SpectralShader(nn.Module):
         softmax_scale: float = 10.0,
         refresh_target: bool = False,
         cache: bool = True,
+        retrieval: str = "segments",
+        seeds: int = 4,
+        nms_radius: float = 0.08,
+        radius: float = 1.0,
+        reach: float = 0.15,
+        rotation: float | str = 90.0,
+        ink: str = "dark",
+        min_area: int = 12,
+        thicken_time: float = 2.0,
+        shadow_offset: tuple[int, int] = (3, 3),
+        shadow_darkness: float = 0.5,
     ):
         super().__init__()
         self.pattern = check_pattern(pattern, BLOCK_LETTERS)
@@ -109,23 +136,33 @@ class SpectralShader(nn.Module):
         self.eigensolver, self.work_size = eigensolver, work_size
         self.graph_options = dict(connectivity=connectivity, sigma=sigma, sigma_scale=sigma_scale)
         self.refresh_target, self.cache = refresh_target, cache
-        dim = feature_dim(self.features, k)
-        self.blocks = nn.ModuleList(
-            SpectralResBlock(
-                mode=BLOCK_LETTERS[letter],
-                dim=dim,
-                qk_init=qk_init,
-                learnable=self.learnable,
-                kernel=kernel,
-                scale=softmax_scale if kernel == "softmax" else 1.0,
-                chunk=chunk,
-                max_keys=max_keys,
-                hidden=hidden,
-                gate_bias=gate_bias,
-                threshold=threshold,
-            )
-            for letter in self.pattern
+        self.ink, self.min_area = ink, min_area
+        block_options = dict(
+            dim=feature_dim(self.features, k),
+            qk_init=qk_init,
+            learnable=self.learnable,
+            kernel=kernel,
+            scale=softmax_scale if kernel == "softmax" else 1.0,
+            chunk=chunk,
+            max_keys=max_keys,
+            hidden=hidden,
+            gate_bias=gate_bias,
+            threshold=threshold,
+            retrieval=retrieval,
+            seeds=seeds,
+            nms_radius=nms_radius,
+            radius=radius,
+            reach=reach,
+            rotation=rotation,
         )
+        makers = {
+            "c": lambda: SpectralResBlock(mode="cross", **block_options),
+            "s": lambda: SpectralResBlock(mode="self", **block_options),
+            "t": lambda: Thicken(time=thicken_time, threshold=threshold),
+            "h": lambda: Shadow(offset=shadow_offset, darkness=shadow_darkness),
+            "f": lambda: Annihilate(min_area=min_area),
+        }
+        self.blocks = nn.ModuleList(makers[letter]() for letter in self.pattern)
 
     # ------------------------------------------------------------------ spectra and tokens
 
@@ -179,12 +216,27 @@ class SpectralShader(nn.Module):
             sample_boundary=torch.stack([s.boundary for s in s_specs]),
             work_shape=tuple(t_shape),
             sample_shape=tuple(s_shape),
+            target=target,
+            sample=sample,
+            sample_labels=self.sample_components(sample),
         )
         residuals = {
             "target": max(float(s.residuals.max()) for s in t_specs),
             "sample": max(float(s.residuals.max()) for s in s_specs),
         }
         return ctx, residuals
+
+    def sample_components(self, sample: Tensor) -> Tensor:
+        """Ink components of each sample (B, H_s, W_s): strokes split from their halo by
+        cutting weak graph edges, specks annihilated. One component = one paste."""
+        op = grid_laplacian(sample, connectivity=8)
+        ink = shading.ink_mask(sample, op.boundary_strength(), ink=self.ink)
+        labels = []
+        for i in range(sample.shape[0]):
+            weights = [w[i] for w in op.weights]
+            raw = segments.components(ink[i], connectivity=8, edge_weights=weights, min_weight=0.5)
+            labels.append(segments.annihilate_fuzz(raw, min_area=self.min_area))
+        return torch.stack(labels)
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:
@@ -208,12 +260,13 @@ class SpectralShader(nn.Module):
         ctx, residuals = self.context(target, sample, timings)
         out = ShaderOutput(image=target, timings=timings, residuals=residuals)
         h = target  # (B, 3, H, W) residual stream
-        attention_time = 0.0
+        attention_time, info = 0.0, None
         for i, block in enumerate(self.blocks):
             if i > 0 and self.refresh_target:  # the target changed: re-embed it
                 ctx, _ = self.context(h.clamp(0, 1), sample, timings)
+                ctx.target = target
             t0 = time.perf_counter()
-            h, info = block(h, ctx)
+            h, info = block(h, ctx, info)
             attention_time += time.perf_counter() - t0
             self._record(out, info)
             if progress is not None:
@@ -231,13 +284,15 @@ class SpectralShader(nn.Module):
         out.retrieved.append(info.retrieved)
         out.seeds.append(info.seeds)
         out.masks.append(info.masks)
+        out.components.append(info.components)
+        out.placements.append(info.placements)
 
     @torch.no_grad()
     def match(self, target: Tensor, sample: Tensor) -> Tensor:
         """For every target pixel, the (x, y) sample pixel of its attention argmax in the first
         cross block: (B, H_t, W_t, 2), in full-resolution sample coordinates."""
         target, sample = self.check_pair(target, sample)
-        blocks = [b for b in self.blocks if b.mode == "cross"]
+        blocks = [b for b in self.blocks if getattr(b, "mode", None) == "cross"]
         if not blocks:
             raise ValueError(f"pattern {self.pattern!r} has no cross block to match with")
         ctx, _ = self.context(target, sample, {})

@@ -30,7 +30,9 @@ def run(shader, target, sample):
 )
 def test_sign_flips_change_only_the_identity_baseline(toof, tone, qk_init, invariant):
     target, sample = tone[None], toof[None]
-    kwargs = dict(pattern="cc", qk_init=qk_init, k=8, kernel="linear", threshold=0.0)
+    kwargs = dict(
+        pattern="cc", qk_init=qk_init, k=8, kernel="linear", threshold=0.0, retrieval="soft"
+    )
     plain = run(SpectralShader(**kwargs), target, sample)
     flipped = SignFlippedShader(**kwargs)
     flipped.signs = torch.tensor([1, -1, 1, -1, -1, 1, -1, 1], dtype=torch.float32)
@@ -58,7 +60,7 @@ def test_hand_initialised_ffn_is_the_seed_soft_blend():
 
 
 def test_block_output_is_the_blend_of_target_and_retrieved(toof, tone):
-    shader = SpectralShader(pattern="c", qk_init="descriptor", k=8)
+    shader = SpectralShader(pattern="c", qk_init="descriptor", k=8, retrieval="soft")
     out = run(shader, tone[None], toof[None])
     g, a = out.gates[0], out.retrieved[0]
     expected = ((1 - g) * tone[None] + g * a).clamp(0, 1)
@@ -73,7 +75,9 @@ def test_zero_gate_is_the_identity(toof, tone):
 
 
 def test_gradients_reach_projections_and_ffn_only_when_learnable(toof, tone):
-    learned = SpectralShader(pattern="cs", qk_init="learned", k=6, kernel="softmax", threshold=0.0)
+    learned = SpectralShader(
+        pattern="cs", qk_init="learned", k=6, kernel="softmax", threshold=0.0, retrieval="soft"
+    )
     out = learned(tone[None], toof[None])
     (out.image.mean() + sum(r.mean() for r in out.retrieved)).backward()
     block = learned.blocks[0]

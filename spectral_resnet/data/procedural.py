@@ -1,6 +1,6 @@
 """Procedural images: the demo pair and benchmark inputs, drawn by the project's own code.
 
-- `curves`:  like the seed's "toof": connected, curved line work (one stroke family).
+- `curves`:  like the seed's "toof": curved line work, each stroke one connected curve.
 - `diagram`: like the seed's "tone"/tonegraph: disconnected rectangles, arrows and text-like
              marks, the case the prototype merged into blobs.
 - `scene`:   a "real-looking" photo stand-in (shaded shapes, gradients, grain) for benchmarks.
@@ -42,27 +42,27 @@ def to_tensor(img: Image.Image) -> Tensor:
 
 
 def curves(size: tuple[int, int] = DEMO_SIZE, seed: int = 0, strokes: int = 3) -> Tensor:
-    """Connected curved strokes (spirals and waves joined to one trunk) on a pale background."""
+    """Curved strokes (spirals and a wave), each one connected line, on a pale background."""
     rng = np.random.default_rng(seed)
     h, w = size
     img, draw, s = _canvas(size, (246, 242, 232))
     width = max(1, round(0.02 * min(h, w) * s))
     colour = (120, 60, 170)
-    trunk_y = h * rng.uniform(0.45, 0.6)
-    t = np.linspace(0, 1, 200)
-    trunk = [(s * w * (0.08 + 0.84 * u), s * (trunk_y + 0.12 * h * math.sin(5 * u))) for u in t]
-    draw.line(trunk, fill=colour, width=width, joint="curve")
+    wave_y = h * rng.uniform(0.78, 0.85)
+    wave = [
+        (s * w * (0.1 + 0.8 * u), s * (wave_y + 0.06 * h * math.sin(4 * math.pi * u)))
+        for u in np.linspace(0, 1, 200)
+    ]
+    draw.line(wave, fill=colour, width=width, joint="curve")
     for i in range(strokes):
-        x0 = w * (0.2 + 0.6 * (i + rng.uniform(0.2, 0.8)) / strokes)
-        y0 = trunk_y + 0.12 * h * math.sin(5 * (x0 / w - 0.08) / 0.84)
-        turns, radius = rng.uniform(1.2, 1.8), min(h, w) * rng.uniform(0.18, 0.26)
+        cx = w * (i + 0.5) / strokes + rng.uniform(-0.03, 0.03) * w
+        cy = h * (0.3 if i % 2 == 0 else 0.5) + rng.uniform(-0.04, 0.04) * h
+        turns, radius = rng.uniform(1.3, 1.9), min(h, w) * rng.uniform(0.11, 0.14)
         direction = -1 if i % 2 == 0 else 1
         pts = []
         for u in np.linspace(0, 1, 300):
-            r, a = radius * (1 - 0.75 * u), 2 * math.pi * turns * u
-            pts.append(
-                (s * (x0 + r * math.sin(a)), s * (y0 + direction * (radius - r * math.cos(a))))
-            )
+            r, a = radius * (1 - 0.8 * u), direction * 2 * math.pi * turns * u
+            pts.append((s * (cx + r * math.cos(a)), s * (cy + r * math.sin(a))))
         draw.line(pts, fill=colour, width=width, joint="curve")
     return _finish(img, size)
 

@@ -1,0 +1,195 @@
+"""Segment operations: components, flood fill, fuzz annihilator, moments, rigid warps, seeds.
+
+Components use scipy.sparse.csgraph.connected_components on the pixel-grid graph: exact
+and linear-time, and unlike image-morphology labelers (scipy.ndimage.label, kornia's
+iterative max-pool labelling, which needs O(diameter) passes on a spiral) it can cut graph
+edges whose colour weight is weak, which is what keeps a stroke apart from the halo of
+boundary pixels around it. Everything else is batched torch: no loop over seeds or pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from scipy.sparse.csgraph import connected_components
+from torch import Tensor
+
+from spectral_resnet.spectral.graph import OFFSETS, _edge_slices
+
+
+def components(
+    mask: Tensor, connectivity: int = 8, edge_weights: list[Tensor] | None = None, min_weight=0.5
+) -> Tensor:
+    """Label the connected components of a binary map (H, W): 0 = background, 1..N.
+
+    edge_weights: optional per-direction weights of the grid graph (as in GridLaplacian,
+    same connectivity, each (h_e, w_e)); edges weaker than `min_weight` are cut.
+    Labels are ordered by first pixel in row-major order (deterministic).
+    """
+    if connectivity not in OFFSETS:
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    h, w = mask.shape
+    on = mask.detach().cpu().bool().numpy()
+    ids = np.arange(h * w).reshape(h, w)
+    rows, cols = [], []
+    for e, (dy, dx) in enumerate(OFFSETS[connectivity]):
+        p, q = _edge_slices(dy, dx, h, w)
+        keep = on[p[0], p[1]] & on[q[0], q[1]]
+        if edge_weights is not None:
+            keep &= edge_weights[e].detach().cpu().numpy() > min_weight
+        rows.append(ids[p[0], p[1]][keep])
+        cols.append(ids[q[0], q[1]][keep])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = sp.coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(h * w, h * w))
+    _, raw = connected_components(graph, directed=False)
+    raw = np.where(on.ravel(), raw, -1)
+    # relabel 1..N in order of first appearance among foreground pixels
+    fg = raw[raw >= 0]
+    uniq, first = np.unique(fg, return_index=True)
+    order = uniq[np.argsort(first)]
+    lookup = np.zeros(raw.max() + 2, dtype=np.int64)
+    lookup[order + 1] = np.arange(1, len(order) + 1)
+    labels = lookup[raw + 1]
+    return torch.from_numpy(labels.reshape(h, w)).to(mask.device)
+
+
+def component_areas(labels: Tensor) -> Tensor:
+    """Pixel count of every label 0..N, (N + 1,)."""
+    return torch.bincount(labels.flatten(), minlength=int(labels.max()) + 1)
+
+
+def annihilate_fuzz(
+    labels: Tensor, strength: Tensor | None = None, min_area: int = 8, min_strength: float = 0.0
+) -> Tensor:
+    """Drop specks (area < min_area) and fuzzy fragments (mean boundary strength below
+    min_strength) so transferred content is crisp; survivors are relabelled 1..M."""
+    areas = component_areas(labels).float()
+    keep = areas >= min_area
+    if strength is not None and min_strength > 0:
+        sums = torch.zeros_like(areas).index_add_(0, labels.flatten(), strength.flatten().float())
+        keep &= sums / areas.clamp_min(1) >= min_strength
+    keep[0] = False
+    new_ids = torch.cumsum(keep.long(), 0) * keep.long()
+    return new_ids[labels]
+
+
+def flood_fill(points: Tensor, labels: Tensor) -> Tensor:
+    """Fill from points (S, 2) (y, x) along the labelled graph: (S, H, W) masks, each exactly
+    the one component its point lies in (empty if the point is on background)."""
+    picked = labels[points[:, 0].long(), points[:, 1].long()]  # (S,)
+    masks = labels[None] == picked[:, None, None]
+    return masks & (picked[:, None, None] > 0)
+
+
+def component_matte(image: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
+    """Soft alpha of each component (B, S, H, W) over its image (B, 3, H, W).
+
+    The component's core pixels plus a 1-px rim (never another component's pixels, from
+    `labels` (B, H, W)), each weighted by how far its colour lies
+    from the image background (median colour) toward the component's ink colour: the
+    anti-aliased edge keeps its partial coverage and the halo's background colour is not
+    carried along, so pasted strokes stay crisp and solid.
+    """
+    background = image.flatten(2).median(2).values[:, None, :, None, None]  # (B, 1, 3, 1, 1)
+    area = masks.sum((-2, -1)).clamp_min(1)  # (B, S)
+    ink = (image[:, None] * masks[:, :, None]).sum((-2, -1)) / area[..., None]  # (B, S, 3)
+    direction = ink[..., None, None] - background  # (B, S, 3, 1, 1)
+    along = ((image[:, None] - background) * direction).sum(2) / direction.pow(2).sum(2).clamp_min(
+        1e-6
+    )
+    others = ((labels > 0)[:, None] & (masks == 0)).float()
+    rim = F.max_pool2d(masks, 3, 1, 1) * (1 - others)
+    return rim * along.clamp(0, 1) * (masks.sum((-2, -1)) > 0)[..., None, None]
+
+
+def mask_centroid(masks: Tensor) -> Tensor:
+    """Centre of mass (y, x) of (..., H, W) non-negative masks: (..., 2)."""
+    h, w = masks.shape[-2:]
+    ys = torch.arange(h, dtype=masks.dtype, device=masks.device)
+    xs = torch.arange(w, dtype=masks.dtype, device=masks.device)
+    mass = masks.sum((-2, -1)).clamp_min(1e-12)
+    cy = (masks.sum(-1) * ys).sum(-1) / mass
+    cx = (masks.sum(-2) * xs).sum(-1) / mass
+    return torch.stack([cy, cx], -1)
+
+
+def mask_orientation(masks: Tensor) -> Tensor:
+    """Angle (radians, in (-pi/2, pi/2]) of each mask's principal axis from the +x axis,
+    measured with y pointing down (image convention), from second central moments."""
+    h, w = masks.shape[-2:]
+    c = mask_centroid(masks)
+    ys = torch.arange(h, dtype=masks.dtype, device=masks.device)
+    xs = torch.arange(w, dtype=masks.dtype, device=masks.device)
+    dy = ys.view(h, 1) - c[..., 0, None, None]
+    dx = xs.view(1, w) - c[..., 1, None, None]
+    mass = masks.sum((-2, -1)).clamp_min(1e-12)
+    mxx = (masks * dx * dx).sum((-2, -1)) / mass
+    myy = (masks * dy * dy).sum((-2, -1)) / mass
+    mxy = (masks * dx * dy).sum((-2, -1)) / mass
+    return 0.5 * torch.atan2(2 * mxy, mxx - myy)
+
+
+def rigid_warp(
+    image: Tensor,
+    src_center: Tensor,
+    dst_center: Tensor,
+    angle: Tensor,
+    out_shape: tuple[int, int],
+    mode: str = "bilinear",
+) -> Tensor:
+    """Rotate `image` (S, C, H_s, W_s) by `angle` (S,) radians about src_center (S, 2) (y, x)
+    and move that point to dst_center (S, 2) on an (H_t, W_t) canvas, with grid_sample.
+
+    Each output pixel p samples the source at R(-angle) (p - dst) + src; outside is zero.
+    """
+    ht, wt = out_shape
+    hs, ws = image.shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(ht, dtype=image.dtype, device=image.device),
+        torch.arange(wt, dtype=image.dtype, device=image.device),
+        indexing="ij",
+    )
+    px = xs[None] - dst_center[:, 1, None, None]  # (S, H_t, W_t)
+    py = ys[None] - dst_center[:, 0, None, None]
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    sx = cos * px + sin * py + src_center[:, 1, None, None]  # inverse rotation
+    sy = -sin * px + cos * py + src_center[:, 0, None, None]
+    grid = torch.stack([(2 * sx + 1) / ws - 1, (2 * sy + 1) / hs - 1], -1)  # align_corners=False
+    return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def select_seeds(activation: Tensor, count: int, radius: int, threshold: float = 0.0) -> Tensor:
+    """Top-`count` activation peaks (B, H, W) -> (B, count, 2) (y, x), no two seeds within
+    `radius` (Chebyshev) of each other: non-maximum suppression by max-pooling. Slots with
+    no peak above `threshold` get (-1, -1)."""
+    b, h, w = activation.shape
+    # a pixel is a peak when its own window's (first, row-major) maximum is itself: on a
+    # plateau every overlapping window names the same first pixel, so it yields one seed
+    _, arg = F.max_pool2d(activation[:, None], 2 * radius + 1, 1, radius, return_indices=True)
+    own = torch.arange(h * w, device=activation.device).view(1, 1, h, w)
+    is_peak = (arg == own)[:, 0] & (activation > threshold)
+    peaks = torch.where(is_peak, activation, torch.zeros_like(activation))
+    k = min(count, h * w)
+    values, index = peaks.flatten(1).topk(k, dim=1)
+    seeds = torch.stack([index // w, index % w], -1)
+    seeds = torch.where(values[..., None] > 0, seeds, torch.full_like(seeds, -1))
+    if k < count:
+        seeds = torch.cat([seeds, seeds.new_full((b, count - k, 2), -1)], 1)
+    return seeds
+
+
+def local_orientation(strength: Tensor, points: Tensor, radius: float) -> Tensor:
+    """Dominant line direction (radians) of maps (..., H, W) around points (..., S, 2), from
+    the Gaussian-weighted structure tensor: lines run across the intensity gradient."""
+    h, w = strength.shape[-2:]
+    gy, gx = torch.gradient(strength, dim=(-2, -1))
+    ys = torch.arange(h, dtype=strength.dtype, device=strength.device).view(h, 1)
+    xs = torch.arange(w, dtype=strength.dtype, device=strength.device).view(1, w)
+    d2 = (ys - points[..., 0, None, None]) ** 2 + (xs - points[..., 1, None, None]) ** 2
+    wgt = torch.exp(-d2 / (2 * radius**2))  # (..., S, H, W)
+    jxx, jyy, jxy = ((wgt * t.unsqueeze(-3)).sum((-2, -1)) for t in (gx * gx, gy * gy, gx * gy))
+    return 0.5 * torch.atan2(2 * jxy, jxx - jyy) + math.pi / 2

@@ -1,0 +1,220 @@
+import math
+
+import pytest
+import torch
+
+from spectral_resnet import SpectralShader
+from spectral_resnet.data.procedural import curves, diagram
+from spectral_resnet.model import BLOCK_LETTERS
+from spectral_resnet.segments import (
+    annihilate_fuzz,
+    component_areas,
+    component_matte,
+    components,
+    flood_fill,
+    mask_centroid,
+    mask_orientation,
+    rigid_warp,
+    select_seeds,
+)
+from spectral_resnet.shading import locality_gate, shadow, thicken
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a > 0.5, b > 0.5
+    return float((a & b).sum()) / max(1, float((a | b).sum()))
+
+
+def test_touching_squares_split_under_4_and_merge_under_8():
+    m = torch.zeros(10, 10, dtype=torch.bool)
+    m[1:4, 1:4] = True
+    m[4:7, 4:7] = True  # touches the first only at a corner
+    assert int(components(m, connectivity=4).max()) == 2
+    assert int(components(m, connectivity=8).max()) == 1
+
+
+def test_ring_is_one_component_and_its_hole_is_not_counted():
+    yy, xx = torch.meshgrid(torch.arange(21.0), torch.arange(21.0), indexing="ij")
+    r = ((yy - 10) ** 2 + (xx - 10) ** 2).sqrt()
+    ring = (r > 5) & (r < 8)
+    labels = components(ring, connectivity=4)
+    assert int(labels.max()) == 1
+    assert int(component_areas(labels)[1]) == int(ring.sum())
+    assert int(labels[10, 10]) == 0
+
+
+def test_thin_diagonal_line_needs_8_connectivity():
+    line = torch.eye(12, dtype=torch.bool)
+    assert int(components(line, connectivity=8).max()) == 1
+    assert int(components(line, connectivity=4).max()) == 12
+
+
+def test_weak_graph_edges_cut_components():
+    m = torch.ones(1, 6, dtype=torch.bool)
+    weights = [torch.tensor([[1.0, 1.0, 0.1, 1.0, 1.0]]), torch.zeros(0, 6)]
+    labels = components(m, connectivity=4, edge_weights=weights, min_weight=0.5)
+    assert labels.tolist() == [[1, 1, 1, 2, 2, 2]]
+
+
+def test_flood_fill_returns_exactly_one_component_per_point():
+    labels = torch.tensor([[1, 1, 0, 2], [0, 1, 0, 2], [3, 0, 0, 2]])
+    masks = flood_fill(torch.tensor([[0, 0], [2, 3], [1, 2]]), labels)
+    assert masks[0].tolist() == (labels == 1).tolist()
+    assert masks[1].tolist() == (labels == 2).tolist()
+    assert not masks[2].any()  # a point on background fills nothing
+
+
+def test_fuzz_annihilator_removes_specks_and_keeps_strokes():
+    m = torch.zeros(20, 20, dtype=torch.bool)
+    m[10, 2:18] = True  # a stroke of 16 px
+    m[2, 2] = m[5, 15] = True  # specks
+    m[17:19, 17:19] = True  # a 4-px speck
+    kept = annihilate_fuzz(components(m), min_area=8)
+    assert int(kept.max()) == 1
+    assert (kept > 0).tolist() == [
+        [bool(v) for v in row] for row in (m & (torch.arange(20)[:, None] == 10))
+    ]
+
+
+def ellipse(h, w, cy, cx, a, b, angle):
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    dx, dy = xx - cx, yy - cy
+    u = math.cos(angle) * dx + math.sin(angle) * dy
+    v = -math.sin(angle) * dx + math.cos(angle) * dy
+    return ((u / a) ** 2 + (v / b) ** 2 <= 1).float()
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.4, -0.9, 1.2])
+def test_centroid_and_orientation_of_rotated_ellipses(angle):
+    m = ellipse(60, 70, 31.0, 33.5, 20, 6, angle)
+    c = mask_centroid(m[None])[0]
+    assert torch.allclose(c, torch.tensor([31.0, 33.5]), atol=0.2)
+    got = float(mask_orientation(m[None])[0])
+    diff = (got - angle + math.pi / 2) % math.pi - math.pi / 2  # axes are defined mod pi
+    assert abs(diff) < 0.03
+
+
+@pytest.mark.parametrize("theta", [0.3, math.pi / 2, 2.0])
+def test_warp_round_trip_recovers_the_mask(theta):
+    m = ellipse(64, 64, 30, 34, 18, 7, 0.2)[None, None]
+    c = mask_centroid(m[:, 0])
+    there = rigid_warp(m, c, c, torch.tensor([theta]), (64, 64))
+    back = rigid_warp(there, c, c, torch.tensor([-theta]), (64, 64))
+    assert iou(back[0, 0], m[0, 0]) >= 0.95
+    rotated_axis = float(mask_orientation(there[:, 0])[0])
+    diff = (rotated_axis - (0.2 + theta) + math.pi / 2) % math.pi - math.pi / 2
+    assert abs(diff) < 0.05
+
+
+def test_warp_translates_centroid_to_destination():
+    m = ellipse(40, 50, 10, 12, 5, 3, 0.0)[None, None]
+    out = rigid_warp(
+        m, torch.tensor([[10.0, 12.0]]), torch.tensor([[25.0, 30.0]]), torch.zeros(1), (40, 50)
+    )
+    assert torch.allclose(mask_centroid(out[:, 0])[0], torch.tensor([25.0, 30.0]), atol=0.1)
+
+
+def test_seeds_respect_the_suppression_radius():
+    g = torch.Generator().manual_seed(0)
+    act = torch.rand(1, 40, 40, generator=g)
+    act[0, 5:8, 5:8] = 2.0  # a plateau: one seed, not nine
+    seeds = select_seeds(act, 12, radius=4)
+    s = seeds[0].float()
+    d = (s[:, None] - s[None]).abs().amax(-1) + torch.eye(len(s)) * 99
+    assert bool((d > 4).all())
+    assert s[0].tolist() == [5.0, 5.0]
+    none = select_seeds(torch.zeros(1, 10, 10), 3, radius=2, threshold=0.1)
+    assert bool((none == -1).all())
+
+
+def stroke_width(image):
+    """Pixels darker than mid-grey in the middle column."""
+    return int((image[0, 0, :, image.shape[-1] // 2] < 0.5).sum())
+
+
+def test_thicken_widens_a_1px_line_monotonically():
+    img = torch.ones(1, 3, 41, 41)
+    img[..., 20, 5:36] = 0.0
+    strokes = img[:, :1] < 0.5
+    widths = [stroke_width(thicken(img, strokes, t)) for t in [0.0, 0.5, 2.0, 6.0, 15.0]]
+    assert widths[0] == 1
+    assert all(b >= a for a, b in zip(widths, widths[1:]))
+    assert widths[-1] >= 5  # a visible effect, unlike the prototype's
+
+
+def test_shadow_falls_down_right_of_the_paste():
+    img = torch.ones(1, 3, 30, 30)
+    alpha = torch.zeros(1, 1, 30, 30)
+    alpha[..., 10:15, 10:15] = 1.0
+    out = shadow(img, alpha, offset=(3, 3), darkness=0.6, softness=0.5)
+    dark = (img - out)[0, 0]
+    assert dark[16, 16] > 0.3  # below-right of the paste
+    assert dark[8, 8] < 0.01  # not above-left
+    assert dark[12, 12] == 0  # not on the pasted content itself
+
+
+def test_locality_gate_decays_with_distance_and_ignores_unused_seeds():
+    gate = locality_gate(torch.tensor([[5, 5], [-1, -1]]), (11, 11), radius=2.0)
+    assert gate[0, 5, 5] == 1.0 and gate[0, 5, 9] == pytest.approx(math.exp(-2.0))
+    assert not gate[1].any()
+
+
+def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
+    """toof -> tone of the seed: a diagram of disconnected arrows and boxes as the sample."""
+    target, sample = curves((96, 96), seed=3)[None], diagram((96, 96), seed=1)[None]
+    radius = 0.5
+    shader = SpectralShader(pattern="cc", qk_init="fmap", k=12, seeds=4, radius=radius)
+    with torch.no_grad():
+        out = shader(target, sample)
+        labels = shader.sample_components(sample)[0]
+    assert int(labels.max()) >= 8  # boxes, arrows and marks stay separate components
+    pasted = checked = 0
+    for masks, picked, placed in zip(out.masks, out.components, out.placements):
+        for warped, label, (sy, sx, dy, dx, angle) in zip(masks[0], picked[0], placed[0]):
+            if label <= 0:
+                continue
+            pasted += 1
+            # undo the rigid motion: the paste lands back on exactly one sample component
+            back = rigid_warp(
+                warped[None, None],
+                torch.tensor([[dy, dx]]),
+                torch.tensor([[sy, sx]]),
+                -angle[None],
+                tuple(labels.shape),
+            )[0, 0]
+            under = labels[(back > 0.5) & (labels > 0)]
+            assert float((under == label).float().mean()) >= 0.95  # nothing merged in
+            component = (labels == label).float()
+            matte = component_matte(sample, component[None, None], labels[None])[0, 0]
+            half_extent = float(
+                ((torch.nonzero(component) - torch.tensor([sy, sx])).norm(dim=1)).max()
+            )
+            inside = min(dy, dx, 95 - dy, 95 - dx) > half_extent + 1
+            if inside:  # bilinear warps preserve mass: the whole component and nothing else
+                checked += 1
+                assert float(warped.sum()) == pytest.approx(float(matte.sum()), rel=0.05)
+    assert pasted >= 2 and checked >= 1
+    changed = (out.image - target).abs().amax(1)[0] > 0.05
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    seeds = torch.cat([s[0] for s in out.seeds]).float()
+    seeds = seeds[seeds[:, 0] >= 0]
+    dist = ((ys[:, None] - seeds[None, :, 0]) ** 2 + (xs[:, None] - seeds[None, :, 1]) ** 2).sqrt()
+    # exp(-d / R) > 0.05 only within 3 R: every transferred pixel is inside the gate
+    assert float(dist.min(1).values.max()) <= 3 * radius * 96
+
+
+@pytest.mark.parametrize("pattern", ["cccc", "ctfh", "csc"])
+def test_segment_patterns_run_in_both_directions(pattern, toof, tone):
+    shader = SpectralShader(pattern=pattern, qk_init="fmap", k=8)
+    for target, sample in [(toof, tone), (tone, toof)]:
+        with torch.no_grad():
+            out = shader(target[None], sample[None])
+        assert out.image.shape == target[None].shape
+        assert len(out.activations) == len(pattern)
+        assert (out.image - target).abs().max() > 0.05  # something was transferred
+
+
+def test_pattern_letters_are_documented():
+    assert set(BLOCK_LETTERS) == {"c", "s", "t", "h", "f"}
