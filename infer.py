@@ -1,6 +1,22 @@
-"""Run the spectral shader on an image pair (not wired up yet)."""
+"""Shade image pairs: `python infer.py target=PATH sample=PATH pattern=cccc direction=both`.
+
+With no arguments it runs the bundled demo pair (assets/toof.png, assets/tone.png) in both
+directions and writes the output images, activation heatmaps, seed overlays, contact
+sheets and a run.json into Hydra's run dir. See configs/infer.yaml for every option.
+"""
 
 import sys
 
+import hydra
+from omegaconf import DictConfig
+
+from spectral_resnet.inference import cli_main
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="infer")
+def main(cfg: DictConfig) -> None:
+    sys.exit(cli_main(cfg))
+
+
 if __name__ == "__main__":
-    sys.exit("infer.py: the shader model is not built yet (issue: the model); nothing was written")
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,10 @@ DEFAULT_FEATURES = {
     "random": INVARIANT_FEATURES,
     "learned": INVARIANT_FEATURES,
 }
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into this model; the message names the mismatch."""
 
 
 @dataclass
@@ -286,6 +291,42 @@ class SpectralShader(nn.Module):
         out.masks.append(info.masks)
         out.components.append(info.components)
         out.placements.append(info.placements)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load learned weights from a train.py (Lightning) checkpoint, with strict key checks."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} not found")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file") from None
+        state = blob.get("state_dict") if isinstance(blob, dict) else None
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"checkpoint {path} has no state_dict; expected one from train.py"
+            )
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or reshaped:
+            parts = [
+                f"{label} {keys[:3]}{'...' if len(keys) > 3 else ''}"
+                for label, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("shape", reshaped),
+                )
+                if keys
+            ]
+            raise CheckpointError(
+                f"checkpoint {path} was trained for another architecture than pattern="
+                f"{self.pattern!r}, qk_init={self.qk_init!r}, k={self.k}: {'; '.join(parts)}. "
+                "Pass the model options it was trained with."
+            )
+        self.load_state_dict(state, strict=True)
 
     @torch.no_grad()
     def match(self, target: Tensor, sample: Tensor) -> Tensor:

@@ -1,0 +1,191 @@
+"""What `python infer.py` does: load and validate everything, shade, render, then write.
+
+Nothing touches the output directory until every input has been read and every picture
+rendered in memory, and each file is written atomically, so bad input never leaves half
+a result behind. Known failures become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from spectral_resnet import viz
+from spectral_resnet.io import ImageError, load_image, save_image
+from spectral_resnet.model import CheckpointError, SpectralShader
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+STARTED = time.time()
+
+# `${first:a,b}`: a unless it is null (configs use it for "output_dir, else Hydra's run dir")
+if not OmegaConf.has_resolver("first"):
+    OmegaConf.register_new_resolver("first", lambda a, b: b if a is None else a)
+DIRECTIONS = ("forward", "reverse", "both")
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message says which and what to use instead."""
+
+
+def resolve_output_dir(cfg: DictConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not running under @hydra.main (e.g. the compose API)
+        return Path("outputs/infer") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def check_writable(directory: Path) -> None:
+    """Fail now, before any work, if `directory` cannot be created or written: probe the
+    nearest existing ancestor with a throwaway temp dir (permission bits lie to root)."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"output_dir {directory}: {probe} is a file, not a directory")
+    try:
+        tempfile.TemporaryDirectory(dir=probe).cleanup()
+    except OSError:
+        raise UsageError(
+            f"output_dir {directory} is not writable; choose another output_dir="
+        ) from None
+
+
+def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
+    try:
+        shader = hydra.utils.instantiate(cfg.model)
+    except Exception as err:  # instantiate wraps our ValueError: report the cause
+        cause = err.__cause__ or err
+        raise UsageError(f"model config: {cause}") from None
+    if cfg.ckpt:
+        shader.load_checkpoint(cfg.ckpt)
+    return shader.to(device).eval()
+
+
+def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
+    """Every picture of one direction, in memory: file name -> (3, H, W) image."""
+    prefix = f"{name}_{pattern}"
+    pictures = {f"{prefix}.png": out.image[0]}
+    for i, act in enumerate(out.activations):
+        pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = viz.heatmap(act[0, 0])
+    segment_blocks = [i for i, m in enumerate(out.masks) if m is not None]
+    masks = torch.cat([out.masks[i][0] for i in segment_blocks]) if segment_blocks else None
+    seeds = torch.cat([out.seeds[i][0] for i in segment_blocks]) if segment_blocks else None
+    pictures[f"{prefix}_seeds.png"] = viz.overlay(out.image[0], masks, seeds)
+    pictures[f"{prefix}_sheet.png"] = viz.contact_sheet(
+        [
+            ("target", target[0]),
+            ("sample", sample[0]),
+            ("activation", out.activations[0][0, 0]),
+            ("seeds + masks", pictures[f"{prefix}_seeds.png"]),
+            (f"output ({pattern})", out.image[0]),
+        ]
+    )
+    return pictures
+
+
+def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
+    """Shade the pair in the configured directions; returns the output dir and files written."""
+    start = time.perf_counter()
+    if cfg.direction not in DIRECTIONS:
+        raise UsageError(f"direction must be one of {DIRECTIONS}, got {cfg.direction!r}")
+    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise UsageError(f"device must be cpu or cuda, got {cfg.device!r}")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("device=cuda but no CUDA device is available; use device=cpu")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = torch.device(cfg.device)
+    target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
+    sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
+    images = {p: load_image(p, max_pixels=cfg.max_pixels) for p in (target_path, sample_path)}
+    out_dir = resolve_output_dir(cfg)
+    check_writable(out_dir)
+    shader = build_shader(cfg, device)
+    pairs = []
+    if cfg.direction in ("forward", "both"):
+        pairs.append((target_path, sample_path))
+    if cfg.direction in ("reverse", "both"):
+        pairs.append((sample_path, target_path))
+
+    pictures: dict[str, torch.Tensor] = {}
+    report = {"config": OmegaConf.to_container(cfg, resolve=True), "runs": []}
+    for t_path, s_path in pairs:
+        target = images[t_path][None].to(device)
+        sample = images[s_path][None].to(device)
+        name = f"{t_path.stem}_{s_path.stem}"
+        bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not cfg.progress)
+        with torch.no_grad():
+            out = shader(target, sample, progress=lambda _, bar=bar: bar.update(1))
+        bar.close()
+        pictures.update(render(name, target.cpu(), sample.cpu(), out, shader.pattern))
+        report["runs"].append(
+            {
+                "target": str(t_path),
+                "sample": str(s_path),
+                "output": f"{name}_{shader.pattern}.png",
+                "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
+                "eigensolver_residuals": out.residuals,
+                "seeds": [s[0].tolist() for s in out.seeds if s is not None],
+            }
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for file, image in pictures.items():
+            written.append(save_image(image, out_dir / file))
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        written.append(write_json(report, out_dir / "run.json"))
+    except OSError as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise UsageError(f"cannot write into {out_dir}: {err.strerror or err}") from None
+    return out_dir, written
+
+
+def write_json(data: dict, path: Path) -> Path:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def cli_main(cfg: DictConfig) -> int:
+    """Run and report: a one-line summary, or one error line on stderr and exit code 2."""
+    hydra_dir = resolve_output_dir(cfg)
+    try:
+        out_dir, written = run(cfg)
+    except (ImageError, UsageError, CheckpointError, ValueError) as err:
+        print(f"infer.py: error: {err}", file=sys.stderr)
+        _remove_empty_run_dir(hydra_dir)
+        return 2
+    report = json.loads((out_dir / "run.json").read_text())
+    timing = "; ".join(
+        f"{r['output']} {r['timings_s']['total']:.2f}s (spectra {r['timings_s']['spectra']:.2f}s)"
+        for r in report["runs"]
+    )
+    print(f"wrote {len(written)} files to {out_dir}: {timing}")
+    return 0
+
+
+def _remove_empty_run_dir(directory: Path) -> None:
+    """Hydra makes its run dir before we run; if this run made it and failed, remove it."""
+    if (
+        directory.is_dir()
+        and not any(directory.iterdir())
+        and directory.stat().st_ctime >= STARTED - 1
+    ):
+        directory.rmdir()

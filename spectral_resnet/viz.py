@@ -1,0 +1,94 @@
+"""Pictures of a shader run: activation heatmaps, seed/mask overlays, contact sheets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from spectral_resnet.io import to_uint8
+
+# "inferno"-like anchors: dark purple -> red -> yellow, readable in print and for most CVD
+_ANCHORS = torch.tensor(
+    [
+        [0.00, 0.00, 0.02],
+        [0.26, 0.04, 0.41],
+        [0.58, 0.15, 0.40],
+        [0.87, 0.32, 0.23],
+        [0.99, 0.65, 0.04],
+        [0.99, 1.00, 0.64],
+    ]
+)
+_MASK_COLOURS = torch.tensor(
+    [[0.90, 0.10, 0.30], [0.10, 0.60, 0.90], [0.95, 0.60, 0.05], [0.20, 0.75, 0.30]]
+)
+
+
+def heatmap(values: Tensor) -> Tensor:
+    """(H, W) values -> (3, H, W) colour image. Normalised robustly (99.5th percentile, then
+    a square root) so a few strong peaks do not leave the rest of the map black."""
+    v = values.detach().float().cpu()
+    v = v - v.min()
+    top = v.flatten().kthvalue(max(1, int(0.995 * v.numel()))).values
+    scale = torch.maximum(top, 0.05 * v.max()).clamp_min(1e-12)
+    v = (v / scale).clamp(0, 1).sqrt()
+    pos = v * (len(_ANCHORS) - 1)
+    lo = pos.floor().long().clamp(max=len(_ANCHORS) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _ANCHORS[lo] * (1 - frac) + _ANCHORS[lo + 1] * frac  # (H, W, 3)
+    return rgb.permute(2, 0, 1)
+
+
+def overlay(image: Tensor, masks: Tensor | None, seeds: Tensor | None) -> Tensor:
+    """Target (3, H, W) with retrieved masks (S, H, W) tinted and seeds (S, 2) marked."""
+    out = image.detach().float().cpu().clone()
+    if masks is not None:
+        for i, m in enumerate(masks.detach().float().cpu()):
+            colour = _MASK_COLOURS[i % len(_MASK_COLOURS)][:, None, None]
+            a = 0.6 * m.clamp(0, 1)[None]
+            out = out * (1 - a) + colour * a
+    pil = Image.fromarray(to_uint8(out))
+    if seeds is not None:
+        draw = ImageDraw.Draw(pil)
+        r = max(2, round(0.02 * max(pil.size)))
+        for i, (y, x) in enumerate(seeds.detach().cpu().tolist()):
+            if y < 0:
+                continue
+            colour = tuple(int(255 * c) for c in _MASK_COLOURS[i % len(_MASK_COLOURS)])
+            draw.line([(x - r, y), (x + r, y)], fill=colour, width=1)
+            draw.line([(x, y - r), (x, y + r)], fill=colour, width=1)
+            draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 0, 0))
+    return pil_to_tensor(pil)
+
+
+def contact_sheet(panels: list[tuple[str, Tensor]], height: int = 256) -> Tensor:
+    """Label + image panels side by side, each scaled to `height` rows: (3, H', W')."""
+    tiles = []
+    for title, img in panels:
+        img = img.detach().float().cpu()
+        if img.dim() == 2:
+            img = heatmap(img)
+        h, w = img.shape[-2:]
+        width = max(1, round(w * height / h))
+        tile = F.interpolate(img[None], size=(height, width), mode="bilinear", align_corners=False)[
+            0
+        ]
+        pil = Image.new("RGB", (width, height + 18), (255, 255, 255))
+        pil.paste(Image.fromarray(to_uint8(tile.clamp(0, 1))), (0, 18))
+        ImageDraw.Draw(pil).text((4, 3), title, fill=(0, 0, 0))
+        tiles.append(pil)
+    gap = 6
+    sheet = Image.new(
+        "RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), height + 18), (255, 255, 255)
+    )
+    x = 0
+    for t in tiles:
+        sheet.paste(t, (x, 0))
+        x += t.width + gap
+    return pil_to_tensor(sheet)
+
+
+def pil_to_tensor(pil: Image.Image) -> Tensor:
+    return torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)

@@ -1,0 +1,213 @@
+"""infer.py: the demo run, the pictures it writes, and one clear error per bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from spectral_resnet.inference import cli_main
+from spectral_resnet.io import load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = str(ROOT / "configs")
+
+
+def config(overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name="infer", overrides=overrides)
+
+
+def run_cli(tmp_path, *overrides):
+    out = tmp_path / "out"
+    cfg = config([f"output_dir={out}", "progress=false", "model.k=8", *overrides])
+    return cli_main(cfg), out
+
+
+def small_png(path, size=(24, 24), mode="RGB"):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((*size, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+def test_demo_run_writes_every_picture_and_a_report(tmp_path):
+    code, out = run_cli(tmp_path)
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    for direction in ("toof_tone", "tone_toof"):
+        assert f"{direction}_cccc.png" in names
+        assert f"{direction}_cccc_sheet.png" in names
+        assert f"{direction}_cccc_seeds.png" in names
+        assert {f"{direction}_cccc_act{i}_c.png" for i in range(4)} <= names
+    report = json.loads((out / "run.json").read_text())
+    assert len(report["runs"]) == 2
+    assert report["runs"][0]["timings_s"]["total"] > 0
+    assert report["runs"][0]["eigensolver_residuals"]["target"] < 1e-6
+    result = load_image(out / "toof_tone_cccc.png")
+    assert (result - load_image(ROOT / "assets" / "toof.png")).abs().max() > 0.2  # it did paste
+
+
+def test_forward_only_and_names_follow_the_inputs(tmp_path):
+    t = small_png(tmp_path / "left.png")
+    s = small_png(tmp_path / "right.jpg")
+    code, out = run_cli(tmp_path, f"target={t}", f"sample={s}", "direction=forward", "pattern=c")
+    assert code == 0
+    assert (out / "left_right_c.png").exists() and not (out / "right_left_c.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "L", "LA", "RGBA", "CMYK"])
+def test_unusual_modes_are_converted_not_rejected(tmp_path, mode):
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    path = tmp_path / f"img{suffix}"
+    rgb = (np.random.default_rng(1).random((20, 22, 3)) * 255).astype(np.uint8)
+    if mode == "I;16":
+        Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(path)  # a 16-bit grey PNG
+        assert Image.open(path).mode.startswith("I")
+    else:
+        Image.fromarray(rgb).convert(mode).save(path)
+    img = load_image(path)
+    assert img.shape == (3, 20, 22) and img.dtype == torch.float32
+    assert 0 <= float(img.min()) and float(img.max()) <= 1
+    if mode == "I;16":  # 16-bit scaled by 65535, not clipped at 255
+        assert torch.allclose(img[0], torch.from_numpy(rgb[..., 0] / 255.0).float(), atol=1e-3)
+    if mode == "CMYK":  # colours survive the round trip approximately
+        assert (img - torch.from_numpy(rgb / 255.0).permute(2, 0, 1).float()).abs().mean() < 0.1
+    code, _ = run_cli(
+        tmp_path, f"target={path}", f"sample={path}", "direction=forward", "pattern=c"
+    )
+    assert code == 0
+
+
+def bad_inputs(tmp_path):
+    good = small_png(tmp_path / "good.png")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes((small_png(tmp_path / "full.png", (64, 64))).read_bytes()[:200])
+    truncated_jpg = tmp_path / "cut.jpg"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(tmp_path / "full.jpg", quality=95)
+    truncated_jpg.write_bytes((tmp_path / "full.jpg").read_bytes()[:300])
+    one = small_png(tmp_path / "one.png", (1, 1))
+    big = small_png(tmp_path / "big.png", (60, 60))
+    ckpt = tmp_path / "broken.ckpt"
+    ckpt.write_bytes(b"\x00garbage")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    if os.geteuid() == 0:  # root ignores permission bits; /proc refuses even root
+        readonly = Path("/proc/spectral_resnet_test")
+    return {
+        "missing": ([f"target={tmp_path / 'nope.png'}", f"sample={good}"], "file not found"),
+        "zero bytes": ([f"target={empty}", f"sample={good}"], "empty"),
+        "text as png": ([f"target={text}", f"sample={good}"], "not a readable image"),
+        "truncated png": ([f"target={truncated}", f"sample={good}"], "truncated or corrupt"),
+        "truncated jpeg": ([f"target={truncated_jpg}", f"sample={good}"], "truncated or corrupt"),
+        "1x1": ([f"target={one}", f"sample={good}"], "at least 2 pixels"),
+        "pixel limit": (
+            [f"target={big}", f"sample={good}", "max_pixels=1000"],
+            "exceeds the limit",
+        ),
+        "pattern": ([f"target={good}", f"sample={good}", "pattern=cqz"], "unknown pattern letter"),
+        "k too large": (
+            [f"target={good}", f"sample={good}", "model.k=700"],
+            "exceeds the number of pixels",
+        ),
+        "sigma": ([f"target={good}", f"sample={good}", "model.sigma=-1"], "sigma must be positive"),
+        "unwritable": (
+            [f"target={good}", f"sample={good}", f"output_dir={readonly / 'x'}"],
+            "not writable",
+        ),
+        "corrupt ckpt": ([f"target={good}", f"sample={good}", f"ckpt={ckpt}"], "corrupt"),
+        "direction": (
+            [f"target={good}", f"sample={good}", "direction=sideways"],
+            "direction must be",
+        ),
+    }
+
+
+CASES = [
+    "missing",
+    "zero bytes",
+    "text as png",
+    "truncated png",
+    "truncated jpeg",
+    "1x1",
+    "pixel limit",
+    "pattern",
+    "k too large",
+    "sigma",
+    "unwritable",
+    "corrupt ckpt",
+    "direction",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, case):
+    overrides, message = bad_inputs(tmp_path)[case]
+    code, out = run_cli(tmp_path, *overrides)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("infer.py: error:") and message in err[0], err
+    assert not out.exists()
+
+
+def test_unwritable_output_dir_under_a_file(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    good = small_png(tmp_path / "good.png")
+    code, _ = run_cli(tmp_path, f"target={good}", f"sample={good}", f"output_dir={blocker / 'sub'}")
+    assert code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_one_by_n_image_works(tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.fromarray((np.random.default_rng(2).random((1, 40, 3)) * 255).astype(np.uint8)).save(
+        strip
+    )
+    code, out = run_cli(
+        tmp_path,
+        f"target={strip}",
+        f"sample={strip}",
+        "direction=forward",
+        "pattern=c",
+        "model.k=4",
+    )
+    assert code == 0 and (out / "strip_strip_c.png").exists()
+
+
+def test_cli_exit_code_and_help_through_hydra(tmp_path):
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            f"target={tmp_path / 'missing.png'}",
+            f"output_dir={tmp_path / 'o'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("infer.py: error:")
+    assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "o").exists()
+    cfg = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "--cfg", "job", "pattern=cs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert cfg.returncode == 0 and "pattern: cs" in cfg.stdout
