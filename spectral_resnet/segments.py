@@ -167,12 +167,17 @@ def select_seeds(activation: Tensor, count: int, radius: int, threshold: float =
     `radius` (Chebyshev) of each other: non-maximum suppression by max-pooling. Slots with
     no peak above `threshold` get (-1, -1)."""
     b, h, w = activation.shape
-    # a pixel is a peak when its own window's (first, row-major) maximum is itself: on a
-    # plateau every overlapping window names the same first pixel, so it yields one seed
-    _, arg = F.max_pool2d(activation[:, None], 2 * radius + 1, 1, radius, return_indices=True)
-    own = torch.arange(h * w, device=activation.device).view(1, 1, h, w)
-    is_peak = (arg == own)[:, 0] & (activation > threshold)
-    peaks = torch.where(is_peak, activation, torch.zeros_like(activation))
+    # make every value distinct (float64, a tie-break that favours the first pixel in
+    # row-major order), so a plateau yields one seed; then a pixel is a peak when it equals
+    # the max of its (2r+1)^2 window, computed separably (rows, then columns): O(r) a pixel
+    n = h * w
+    ramp = 1e-9 * (1 - torch.arange(n, device=activation.device, dtype=torch.float64) / n)
+    act = activation.double() + ramp.view(1, h, w)
+    k = 2 * radius + 1
+    pooled = F.max_pool2d(act[:, None], (1, k), 1, (0, radius))
+    pooled = F.max_pool2d(pooled, (k, 1), 1, (radius, 0))[:, 0]
+    is_peak = (act == pooled) & (activation > threshold)
+    peaks = torch.where(is_peak, act, torch.zeros_like(act))
     k = min(count, h * w)
     values, index = peaks.flatten(1).topk(k, dim=1)
     seeds = torch.stack([index // w, index % w], -1)
