@@ -25,7 +25,14 @@ KERNELS = ("linear", "softmax")
 
 def feature_dim(kinds: tuple[str, ...], k: int, descriptor_count: int = 8) -> int:
     """Width of `token_features(kinds)` for a spectrum with k eigenpairs."""
-    widths = dict(evecs=k, hks=descriptor_count, wks=descriptor_count, color=3, boundary=1, patch=9)
+    widths = dict(
+        evecs=k,
+        hks=descriptor_count,
+        wks=descriptor_count,
+        color=3,
+        boundary=1,
+        patch=4 * len(PATCH_SCALES),
+    )
     return sum(widths[kind] for kind in kinds)
 
 
@@ -35,8 +42,9 @@ def token_features(
     """Per-pixel tokens (n, d) float32 from a spectrum and its image (3, H, W).
 
     evecs are raw (sign-dependent: the seed's baseline); everything else is invariant to
-    eigenvector signs and eigenspace rotations. HKS/WKS are scaled by n so they are O(1)
-    whatever the image size.
+    eigenvector signs and eigenspace rotations, and is standardised per image (zero mean,
+    unit variance per column) so cosine scores compare structure, not overall brightness
+    or image size. patch: mean colour and grey-level spread at a few scales.
     """
     unknown = set(kinds) - set(FEATURES)
     if unknown:
@@ -54,13 +62,22 @@ def token_features(
             parts.append(image.reshape(3, -1).T)
         elif kind == "boundary":
             parts.append(spectrum.boundary[:, None])
-        else:  # patch: local mean colour at a few scales, the context a single pixel lacks
-            pooled = [
-                F.avg_pool2d(image[None], s, 1, s // 2, count_include_pad=False)[0]
-                for s in PATCH_SCALES
-            ]
-            parts.append(torch.cat(pooled).reshape(3 * len(PATCH_SCALES), -1).T)
-    return torch.cat([p.to(torch.float32) for p in parts], dim=1)
+        else:  # patch: the context a single pixel lacks, rotation-invariant
+            grey = image.mean(0, keepdim=True)[None]
+            pooled = []
+            for s in PATCH_SCALES:
+                mean = F.avg_pool2d(image[None], s, 1, s // 2, count_include_pad=False)[0]
+                sq = F.avg_pool2d(grey**2, s, 1, s // 2, count_include_pad=False)[0]
+                g = F.avg_pool2d(grey, s, 1, s // 2, count_include_pad=False)[0]
+                pooled += [mean, (sq - g**2).clamp_min(0).sqrt()]
+            parts.append(torch.cat(pooled).reshape(4 * len(PATCH_SCALES), -1).T)
+    feats = []
+    for kind, part in zip(kinds, parts):
+        part = part.to(torch.float32)
+        if kind != "evecs":
+            part = (part - part.mean(0)) / part.std(0).clamp_min(1e-6)
+        feats.append(part)
+    return torch.cat(feats, dim=1)
 
 
 class QKProjection(nn.Module):

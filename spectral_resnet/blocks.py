@@ -35,7 +35,7 @@ class PairContext:
     sample_shape: tuple[int, int]  # (h_s, w_s) of the sample tokens
     target: Tensor  # (B, 3, H, W) the original target, full resolution
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
-    sample_labels: Tensor  # (B, H_s, W_s) sample ink components (0 = none), fuzz removed
+    sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); segment mode only
 
 
 @dataclass

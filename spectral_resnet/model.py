@@ -142,6 +142,7 @@ class SpectralShader(nn.Module):
         self.graph_options = dict(connectivity=connectivity, sigma=sigma, sigma_scale=sigma_scale)
         self.refresh_target, self.cache = refresh_target, cache
         self.ink, self.min_area = ink, min_area
+        self.needs_components = retrieval == "segments" and "c" in self.pattern
         block_options = dict(
             dim=feature_dim(self.features, k),
             qk_init=qk_init,
@@ -223,7 +224,7 @@ class SpectralShader(nn.Module):
             sample_shape=tuple(s_shape),
             target=target,
             sample=sample,
-            sample_labels=self.sample_components(sample),
+            sample_labels=self.sample_components(sample) if self.needs_components else None,
         )
         residuals = {
             "target": max(float(s.residuals.max()) for s in t_specs),
@@ -257,14 +258,31 @@ class SpectralShader(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, target: Tensor, sample: Tensor, progress=None) -> ShaderOutput:
-        """target (B, 3, H, W), sample (B, 3, H_s, W_s) in [0, 1] -> ShaderOutput."""
+    def forward(
+        self,
+        target: Tensor,
+        sample: Tensor,
+        progress=None,
+        start: Tensor | None = None,
+        context: PairContext | None = None,
+    ) -> ShaderOutput:
+        """target (B, 3, H, W), sample (B, 3, H_s, W_s) in [0, 1] -> ShaderOutput.
+
+        start: the residual stream's initial value (default: the target itself); training
+        starts from a degraded target so the blocks must restore it from the sample.
+        progress: called with the block index after each block (progress bars).
+        context: a PairContext from `self.context(target, sample, ...)`, to reuse it.
+        """
         target, sample = self.check_pair(target, sample)
-        start = time.perf_counter()
+        began = time.perf_counter()
         timings: dict[str, float] = {}
-        ctx, residuals = self.context(target, sample, timings)
+        if context is None:
+            ctx, residuals = self.context(target, sample, timings)
+        else:
+            ctx, residuals = context, {}
+            timings.update(spectra=0.0, eigensolve=0.0)
         out = ShaderOutput(image=target, timings=timings, residuals=residuals)
-        h = target  # (B, 3, H, W) residual stream
+        h = target if start is None else start  # (B, 3, H, W) residual stream
         attention_time, info = 0.0, None
         for i, block in enumerate(self.blocks):
             if i > 0 and self.refresh_target:  # the target changed: re-embed it
@@ -278,7 +296,7 @@ class SpectralShader(nn.Module):
                 progress(i)
         out.image = h.clamp(0, 1)
         timings["blocks"] = attention_time
-        timings["total"] = time.perf_counter() - start
+        timings["total"] = time.perf_counter() - began
         timings["rest"] = timings["total"] - timings["spectra"] - attention_time
         return out
 

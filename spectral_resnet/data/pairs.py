@@ -1,0 +1,214 @@
+"""Image pairs for training and evaluation.
+
+- `SyntheticPairs`: a source image (from a folder of the user's images, or the procedural
+  generator) and a random warp of it (torchvision transforms.v2: affine, perspective,
+  elastic, then colour jitter). The warp is applied to a coordinate grid with the same
+  random parameters, which yields the ground-truth flow: for every target pixel, the
+  (x, y) sample pixel it came from, plus a validity mask. Deterministic given a seed.
+- `FolderPairs`: `a/xxx.png` + `b/xxx.png` pairs without labels (stereo, video frames) for
+  the self-supervised reconstruction loss.
+- `PairDataModule`: train / val / test splits with a fixed held-out split.
+
+Spectra are computed in `__getitem__` (so in the dataloader workers) through the spectrum
+cache: epochs after the first do no eigensolves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from spectral_resnet.data.procedural import curves, diagram, scene
+from spectral_resnet.io import load_image
+from spectral_resnet.spectral import compute_spectrum
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+GENERATORS = (scene, scene, curves, diagram)  # mostly photo-like, some line art
+SPLITS = ("train", "val", "test")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def fit(image: Tensor, size: int) -> Tensor:
+    """Resize a (3, H, W) image so it is size x size (centre crop to square first)."""
+    h, w = image.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    image = image[:, top : top + s, left : left + s]
+    return F.interpolate(image[None], size=(size, size), mode="area" if s > size else "bilinear")[0]
+
+
+class SyntheticPairs(Dataset):
+    """(target = warp(sample), sample, flow target->sample, valid) with known correspondence."""
+
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        length: int = 256,
+        seed: int = 0,
+        folder: str | None = None,
+        split: str = "train",
+        degrees: float = 20.0,
+        scale: tuple[float, float] = (0.9, 1.1),
+        translate: float = 0.05,
+        perspective: float = 0.15,
+        elastic: float = 10.0,
+        jitter: float = 0.1,
+        k: int = 16,
+        spectra: bool = True,
+        graph_options: dict | None = None,
+    ):
+        self.size, self.length, self.seed = size, length, seed
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.files = None
+        if folder:  # a fixed held-out split of the files: 80 / 10 / 10 by position
+            files = list_images(folder)
+            picked = [f for i, f in enumerate(files) if SPLITS[min(2, max(0, i % 10 - 7))] == split]
+            self.files = picked or files
+        self.geometry = v2.Compose(
+            [
+                v2.RandomAffine(
+                    degrees=degrees, translate=(translate, translate), scale=tuple(scale)
+                ),
+                v2.RandomPerspective(
+                    distortion_scale=perspective, p=1.0 if perspective > 0 else 0.0
+                ),
+                v2.ElasticTransform(alpha=elastic, sigma=5.0) if elastic > 0 else v2.Identity(),
+            ]
+        )
+        self.colour = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
+        self.k, self.spectra = k, spectra
+        self.graph_options = graph_options or {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def source(self, index: int) -> Tensor:
+        if self.files is not None:
+            return fit(load_image(self.files[index % len(self.files)]), self.size)
+        make = GENERATORS[index % len(GENERATORS)]
+        return make((self.size, self.size), seed=self.seed * 100_003 + index)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = self.source(index)
+        h, w = sample.shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+        coords = torch.stack([xs, ys, torch.ones_like(xs)])  # (3, H, W): x, y, validity
+        state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed * 1_000_003 + index)  # same pair every epoch, every worker
+        try:
+            target, warped = self.geometry(tv_tensors.Image(sample), tv_tensors.Image(coords))
+            target = self.colour(target).clamp(0, 1)
+        finally:
+            torch.random.set_rng_state(state)
+        valid = warped[2] > 0.999
+        flow = torch.where(
+            valid[None], warped[:2] / warped[2:].clamp_min(1e-6), torch.zeros(2, h, w)
+        )
+        item = {
+            "target": target.as_subclass(Tensor).contiguous(),
+            "sample": sample,
+            "flow": flow.permute(1, 2, 0).contiguous(),  # (H, W, 2) sample (x, y) per target pixel
+            "valid": valid,
+        }
+        if self.spectra:  # warm the spectrum cache here, in the worker
+            for key in ("target", "sample"):
+                compute_spectrum(item[key], k=self.k, **self.graph_options)
+        return item
+
+
+class FolderPairs(Dataset):
+    """Unlabelled pairs `root/a/NAME` and `root/b/NAME` (same NAME), for reconstruction."""
+
+    def __init__(self, *, root: str, size: int = 64, k: int = 16, spectra: bool = True):
+        root = Path(root)
+        a_files = {p.name: p for p in list_images(root / "a")}
+        b_files = {p.name: p for p in list_images(root / "b")}
+        names = sorted(a_files.keys() & b_files.keys())
+        if not names:
+            raise ValueError(f"no matching names in {root / 'a'} and {root / 'b'}")
+        self.pairs = [(a_files[n], b_files[n]) for n in names]
+        self.size, self.k, self.spectra = size, k, spectra
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        a, b = self.pairs[index]
+        target, sample = fit(load_image(a), self.size), fit(load_image(b), self.size)
+        if self.spectra:
+            compute_spectrum(target, k=self.k)
+            compute_spectrum(sample, k=self.k)
+        h, w = target.shape[-2:]
+        return {
+            "target": target,
+            "sample": sample,
+            "flow": torch.zeros(h, w, 2),
+            "valid": torch.zeros(h, w, dtype=torch.bool),  # no labels: reconstruction only
+        }
+
+
+class PairDataModule(L.LightningDataModule):
+    """Train / val / test pair datasets; val and test use seeds disjoint from train."""
+
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        train_pairs: int = 256,
+        val_pairs: int = 32,
+        test_pairs: int = 64,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        folder: str | None = None,
+        real_pairs: str | None = None,
+        k: int = 16,
+        warp: dict | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        warp = dict(warp or {})
+        common = dict(size=size, folder=folder, k=k, **warp)
+        self.train_set: Dataset = SyntheticPairs(length=train_pairs, seed=seed, **common)
+        if real_pairs:
+            self.train_set = torch.utils.data.ConcatDataset(
+                [self.train_set, FolderPairs(root=real_pairs, size=size, k=k)]
+            )
+        self.val_set = SyntheticPairs(length=val_pairs, seed=seed + 1_000, split="val", **common)
+        self.test_set = SyntheticPairs(length=test_pairs, seed=seed + 2_000, split="test", **common)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

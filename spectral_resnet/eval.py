@@ -1,0 +1,203 @@
+"""Correspondence evaluation: one table, spectral methods side by side with non-spectral
+baselines, so the spectral machinery has to earn its keep.
+
+    python -m spectral_resnet.eval --ckpt outputs/train/.../checkpoints/best.ckpt
+    python -m spectral_resnet.eval --pairs-dir my_pairs     # a/NAME.png, b/NAME.png, flow/NAME.npy
+
+Metrics on valid target pixels: PCK@0.01/0.05/0.1 (argmax match within alpha * max(H, W)
+of the truth), end-point error, and segment-transfer mIoU (k-means segments of the sample
+on colour + position, carried to the target through the match, compared with the labels
+at the true positions). flow/NAME.npy is (H, W, 2): for every pixel of a/NAME, the (x, y)
+of its match in b/NAME; NaN where there is none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spectral_resnet.data.pairs import SyntheticPairs
+from spectral_resnet.fmap import descriptor_functions
+from spectral_resnet.io import load_image
+from spectral_resnet.lit import PCK_ALPHAS
+from spectral_resnet.model import SpectralShader
+from spectral_resnet.spectral import compute_spectrum
+
+Matcher = Callable[[Tensor, Tensor], Tensor]  # (1,3,H,W), (1,3,Hs,Ws) -> (1,H,W,2) sample (x, y)
+
+
+def nearest_neighbour(feat_t: Tensor, feat_s: Tensor, shape_s: tuple[int, int], chunk=2048):
+    """For each target feature (n_t, d), the (x, y) of its Euclidean nearest sample feature."""
+    ws = shape_s[1]
+    idx = torch.cat(
+        [torch.cdist(feat_t[i : i + chunk], feat_s).argmin(1) for i in range(0, len(feat_t), chunk)]
+    )
+    return torch.stack([idx % ws, idx // ws], -1).float()
+
+
+def colour_nn(target: Tensor, sample: Tensor) -> Tensor:
+    """Non-spectral baseline: nearest neighbour in RGB."""
+    h, w = target.shape[-2:]
+    xy = nearest_neighbour(target[0].flatten(1).T, sample[0].flatten(1).T, sample.shape[-2:])
+    return xy.view(1, h, w, 2)
+
+
+def descriptor_nn(target: Tensor, sample: Tensor, k: int = 16) -> Tensor:
+    """Baseline: nearest neighbour on [HKS, WKS, colour] (each column unit RMS)."""
+    h, w = target.shape[-2:]
+    feats = [
+        descriptor_functions(compute_spectrum(img[0], k=k), img[0]).float()
+        for img in (target, sample)
+    ]
+    xy = nearest_neighbour(feats[0], feats[1], sample.shape[-2:])
+    return xy.view(1, h, w, 2)
+
+
+def shader_matcher(shader: SpectralShader) -> Matcher:
+    return lambda target, sample: shader.match(target, sample)
+
+
+def kmeans_segments(image: Tensor, count: int = 6, iters: int = 20) -> Tensor:
+    """Segments of a (3, H, W) image by k-means on colour + position: (H, W) labels."""
+    h, w = image.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    x = torch.cat([image.reshape(3, -1), 0.5 * torch.stack([ys, xs]).reshape(2, -1)]).T  # (n, 5)
+    centres = x[torch.linspace(0, len(x) - 1, count).long()]  # deterministic spread start
+    for _ in range(iters):
+        labels = torch.cdist(x, centres).argmin(1)
+        for c in range(count):
+            if (labels == c).any():
+                centres[c] = x[labels == c].mean(0)
+    return torch.cdist(x, centres).argmin(1).view(h, w)
+
+
+def lookup(labels: Tensor, xy: Tensor) -> Tensor:
+    """Labels (Hs, Ws) at rounded (x, y) points (..., 2)."""
+    hs, ws = labels.shape
+    x = xy[..., 0].round().long().clamp(0, ws - 1)
+    y = xy[..., 1].round().long().clamp(0, hs - 1)
+    return labels[y, x]
+
+
+def pair_metrics(pred: Tensor, flow: Tensor, valid: Tensor, labels: Tensor) -> dict[str, float]:
+    """PCK, EPE and segment-transfer mIoU of one pair. pred, flow: (H, W, 2); valid: (H, W)."""
+    h, w = valid.shape
+    dist = (pred - flow).norm(dim=-1)[valid]
+    out = {f"pck@{a}": float((dist <= a * max(h, w)).float().mean()) for a in PCK_ALPHAS}
+    out["epe"] = float(dist.mean())
+    got, truth = lookup(labels, pred)[valid], lookup(labels, flow)[valid]
+    ious = []
+    for c in truth.unique():
+        inter = ((got == c) & (truth == c)).sum()
+        union = ((got == c) | (truth == c)).sum()
+        ious.append(float(inter) / float(union))
+    out["miou"] = float(np.mean(ious))
+    return out
+
+
+def flow_folder_pairs(root: Path, size: int | None):
+    """Yield (target, sample, flow, valid) from a/NAME.png, b/NAME.png, flow/NAME.npy."""
+    for flow_file in sorted((root / "flow").glob("*.npy")):
+        name = flow_file.stem
+        a = next((root / "a").glob(f"{name}.*"), None)
+        b = next((root / "b").glob(f"{name}.*"), None)
+        if a is None or b is None:
+            raise ValueError(f"{flow_file}: missing a/{name}.* or b/{name}.*")
+        target, sample = load_image(a), load_image(b)
+        flow = torch.from_numpy(np.load(flow_file)).float()
+        if flow.shape != (*target.shape[-2:], 2):
+            raise ValueError(
+                f"{flow_file}: shape {tuple(flow.shape)}, expected (H, W, 2) of a/{name}"
+            )
+        valid = torch.isfinite(flow).all(-1)
+        yield target, sample, torch.nan_to_num(flow), valid
+
+
+def synthetic_pairs(count: int, size: int, seed: int):
+    data = SyntheticPairs(size=size, length=count, seed=seed, split="test", spectra=False)
+    for i in range(count):
+        item = data[i]
+        yield item["target"], item["sample"], item["flow"], item["valid"]
+
+
+def evaluate(methods: dict[str, Matcher], pairs, segments: int = 6) -> dict[str, dict[str, float]]:
+    """Mean metrics of every method over the pairs."""
+    totals: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
+    for target, sample, flow, valid in pairs:
+        if not valid.any():
+            continue
+        labels = kmeans_segments(sample, segments)
+        for name, match in methods.items():
+            with torch.no_grad():
+                pred = match(target[None], sample[None])[0]
+            totals[name].append(pair_metrics(pred, flow, valid, labels))
+    return {
+        name: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        for name, rows in totals.items()
+        if rows
+    }
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    cols = [*(f"pck@{a}" for a in PCK_ALPHAS), "epe", "miou"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def build_methods(ckpt: str | None, k: int, softmax_scale: float) -> dict[str, Matcher]:
+    common = dict(pattern="c", k=k, kernel="softmax", retrieval="soft", softmax_scale=softmax_scale)
+    methods: dict[str, Matcher] = {
+        "identity (seed baseline)": shader_matcher(SpectralShader(qk_init="identity", **common)),
+        "fmap": shader_matcher(SpectralShader(qk_init="fmap", **common)),
+        "descriptor": shader_matcher(SpectralShader(qk_init="descriptor", **common)),
+    }
+    if ckpt:
+        learned = SpectralShader(qk_init="learned", **common)
+        learned.load_checkpoint(ckpt)
+        methods["learned (checkpoint)"] = shader_matcher(learned.eval())
+    methods["colour NN"] = colour_nn
+    methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, k)
+    return methods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Correspondence evaluation table.")
+    parser.add_argument("--ckpt", help="a train.py checkpoint (qk_init=learned)")
+    parser.add_argument("--pairs", type=int, default=64, help="held-out synthetic pairs")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=2_000, help="seed of the held-out split")
+    parser.add_argument("--pairs-dir", help="folder with a/, b/, flow/ instead of synthetic pairs")
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--softmax-scale", type=float, default=10.0)
+    parser.add_argument("--segments", type=int, default=6)
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        methods = build_methods(args.ckpt, args.k, args.softmax_scale)
+        if args.pairs_dir:
+            pairs = flow_folder_pairs(Path(args.pairs_dir), None)
+        else:
+            pairs = synthetic_pairs(args.pairs, args.size, args.seed)
+        results = evaluate(methods, pairs, args.segments)
+    except ValueError as err:
+        print(f"eval: error: {err}", file=sys.stderr)
+        return 2
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

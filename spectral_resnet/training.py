@@ -1,0 +1,78 @@
+"""What `python train.py` does: instantiate data, model, module and trainer from the Hydra
+config, fit (or only evaluate, for hand-designed baselines with nothing to learn), test,
+and write metrics.json for sweeps. Returns the optimised metric (for Hydra sweepers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from spectral_resnet.inference import UsageError
+from spectral_resnet.model import CheckpointError
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test; returns every logged metric as a float."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    module = hydra.utils.instantiate(
+        cfg.module,
+        model=model,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.optim.scheduler)
+        if cfg.optim.get("scheduler")
+        else None,
+    )
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if module.trainable():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    else:  # identity / fmap baselines: nothing to learn, evaluate as they are
+        trainer.validate(module, datamodule=datamodule)
+        checkpoint = None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test:
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False
+        ) if checkpoint else trainer.test(module, datamodule=datamodule)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if trainer.is_global_zero:
+        overrides = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:
+            pass
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(
+            json.dumps(
+                {"overrides": overrides, "metrics": metrics, "checkpoint": checkpoint}, indent=2
+            )
+        )
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return metrics
+
+
+def cli_main(cfg: DictConfig) -> float:
+    """Train and report; known failures are one line on stderr and exit code 2."""
+    try:
+        metrics = train(cfg)
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    value = metrics.get(cfg.optimized_metric, float("nan"))
+    print(f"{cfg.optimized_metric} = {value:.4f}; outputs in {cfg.output_dir}")
+    return value
