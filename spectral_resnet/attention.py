@@ -18,7 +18,7 @@ from spectral_resnet.spectral import Spectrum
 
 FEATURES = ("evecs", "hks", "wks", "color", "boundary", "patch")
 INVARIANT_FEATURES = ("hks", "wks", "color", "boundary", "patch")
-PATCH_SCALES = (3, 7, 15)
+PATCH_SCALES = (3, 7, 15, 31)
 QK_INITS = ("identity", "fmap", "descriptor", "random", "learned")
 KERNELS = ("linear", "softmax")
 

@@ -55,10 +55,8 @@ class ShaderModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        crosses = [b for b in model.blocks if getattr(b, "mode", None) == "cross"]
-        if not crosses:
+        if not any(getattr(b, "mode", None) == "cross" for b in model.blocks):
             raise ValueError(f"pattern {model.pattern!r} has no cross block to train")
-        self.block = crosses[0]
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_{name.replace('@', '_').replace('.', '_')}": MeanMetric()
@@ -66,6 +64,11 @@ class ShaderModule(L.LightningModule):
                 for name in METRICS
             }
         )
+
+    @property
+    def block(self):
+        """The first cross block: its attention is the correspondence being trained."""
+        return next(b for b in self.model.blocks if getattr(b, "mode", None) == "cross")
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

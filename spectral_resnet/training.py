@@ -23,8 +23,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain types in ckpts
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
     module = hydra.utils.instantiate(
         cfg.module,
         model=model,

@@ -70,7 +70,7 @@ def test_projection_gradients_follow_learnable_flag():
 def test_token_features_shapes_and_errors(photo):
     spec = compute_spectrum(photo, k=6, cache=False)
     feats = token_features(spec, photo, ("evecs", "hks", "wks", "color", "boundary", "patch"))
-    assert feats.shape == (32 * 40, 6 + 8 + 8 + 3 + 1 + 12) and feats.dtype == torch.float32
+    assert feats.shape == (32 * 40, 6 + 8 + 8 + 3 + 1 + 16) and feats.dtype == torch.float32
     assert torch.isfinite(feats).all()
     with pytest.raises(ValueError, match="unknown token features"):
         token_features(spec, photo, ("sift",))

@@ -1,0 +1,203 @@
+"""Training: configs compose and instantiate, a short fit learns, checkpoints load into the
+shader exactly, sweeps and DDP run (slow), data flow is right, the evaluation is honest."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from spectral_resnet import SpectralShader
+from spectral_resnet.data.pairs import PairDataModule, SyntheticPairs
+from spectral_resnet.eval import colour_nn, evaluate, pair_metrics, synthetic_pairs
+from spectral_resnet.model import CheckpointError
+from spectral_resnet.training import train
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = str(ROOT / "configs")
+TINY = [
+    "data.size=24",
+    "data.train_pairs=4",
+    "data.val_pairs=2",
+    "data.test_pairs=2",
+    "data.batch_size=2",
+    "model.k=6",
+    "module.queries=32",
+    "module.image_every_n_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def train_config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name="train", overrides=[f"output_dir={tmp_path}", *TINY, *overrides])
+
+
+@pytest.mark.parametrize("experiment", ["learned", "identity", "fmap"])
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trainer, logger):
+    cfg = train_config(
+        tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
+    )
+    assert cfg.model.qk_init == experiment
+    model = hydra.utils.instantiate(cfg.model)
+    assert isinstance(model, SpectralShader) and model.learnable == (experiment == "learned")
+    module = hydra.utils.instantiate(
+        cfg.module,
+        model=model,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.optim.scheduler),
+    )
+    if experiment == "learned":
+        module.configure_optimizers()
+    assert isinstance(hydra.utils.instantiate(cfg.data), PairDataModule)
+    for callback in cfg.callbacks.values():
+        hydra.utils.instantiate(callback)
+    if trainer != "gpu" or torch.cuda.is_available():
+        hydra.utils.instantiate(cfg.trainer, logger=False)
+    if trainer == "ddp":
+        assert cfg.trainer.strategy == "ddp_spawn" and cfg.trainer.devices == 2
+
+
+def test_infer_config_composes_and_instantiates():
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=["pattern=ctfh"])
+    assert hydra.utils.instantiate(cfg.model).pattern == "ctfh"
+
+
+def test_fast_dev_run_fits_on_cpu(tmp_path):
+    metrics = train(
+        train_config(tmp_path, "+trainer.fast_dev_run=true", "logger=csv", "test=false")
+    )
+    assert "train/loss" in metrics and torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
+    metrics = train(train_config(tmp_path, "experiment=fmap", "trainer.max_epochs=1"))
+    assert "val/pck@0.05" in metrics and "test/pck@0.05" in metrics
+    assert json.loads((tmp_path / "metrics.json").read_text())["checkpoint"] is None
+
+
+def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
+    cfg = train_config(tmp_path, "module.restoration_weight=0.5")
+    model = hydra.utils.instantiate(cfg.model)
+    module = hydra.utils.instantiate(cfg.module, model=model, optimizer=None)
+    batch = next(iter(hydra.utils.instantiate(cfg.data).train_dataloader()))
+    opt = torch.optim.Adam(module.trainable(), lr=0.02)
+    module.eval()  # fixed query pixels: the same loss every step
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        terms, _ = module.losses(batch)
+        terms["loss"].backward()
+        opt.step()
+        losses.append(float(terms["loss"]))
+    assert losses[-1] < 0.8 * losses[0], losses[::10]
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    cfg = train_config(tmp_path, "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    blob = torch.load(ckpt, weights_only=True)
+    trained = hydra.utils.instantiate(cfg.model)
+    trained.load_state_dict({k.removeprefix("model."): v for k, v in blob["state_dict"].items()})
+    fresh = hydra.utils.instantiate(cfg.model)
+    assert not torch.equal(fresh.blocks[0].qk.w_q, trained.blocks[0].qk.w_q)  # it did learn
+    fresh.load_checkpoint(ckpt)  # infer.py's loader
+    pair = SyntheticPairs(size=24, length=1, spectra=False)[0]
+    t, s = pair["target"][None], pair["sample"][None]
+    with torch.no_grad():
+        assert torch.equal(fresh(t, s).image, trained(t, s).image)
+    other = SpectralShader(pattern="cc", qk_init="learned", k=6, kernel="softmax")
+    with pytest.raises(CheckpointError, match=r"another architecture.*missing .*blocks\.1"):
+        other.load_checkpoint(ckpt)
+
+
+def test_ground_truth_flow_maps_target_pixels_onto_sample_pixels():
+    data = SyntheticPairs(size=48, length=3, jitter=0.0, spectra=False)
+    for i in range(3):
+        item = data[i]
+        flow, valid = item["flow"], item["valid"]
+        assert valid.float().mean() > 0.4
+        grid = torch.stack([(2 * flow[..., 0] + 1) / 48 - 1, (2 * flow[..., 1] + 1) / 48 - 1], -1)
+        warped = F.grid_sample(item["sample"][None], grid[None], align_corners=False)[0]
+        err = (warped - item["target"]).abs().amax(0)[valid]
+        assert float(err.mean()) < 0.03
+        identity = torch.stack(
+            torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="xy"), -1
+        )
+        assert (flow - identity)[valid].norm(dim=-1).mean() > 1.0  # it is a real warp
+
+
+def test_pairs_are_deterministic_and_splits_disjoint():
+    a = SyntheticPairs(size=24, length=2, seed=0, spectra=False)
+    b = SyntheticPairs(size=24, length=2, seed=0, spectra=False)
+    c = SyntheticPairs(size=24, length=2, seed=1000, spectra=False)
+    assert torch.equal(a[1]["target"], b[1]["target"])
+    assert not torch.equal(a[1]["sample"], c[1]["sample"])
+
+
+def test_pair_metrics_known_answers():
+    flow = torch.rand(10, 12, 2) * 9
+    valid = torch.ones(10, 12, dtype=torch.bool)
+    labels = torch.arange(120).view(10, 12) % 3
+    perfect = pair_metrics(flow, flow, valid, labels)
+    assert perfect["pck@0.01"] == 1.0 and perfect["epe"] == 0.0 and perfect["miou"] == 1.0
+    off = pair_metrics(flow + torch.tensor([3.0, 4.0]), flow, valid, labels)
+    assert off["epe"] == pytest.approx(5.0) and off["pck@0.1"] == 0.0  # 5 px > 0.1 * 12
+
+
+def test_evaluation_table_has_every_metric_in_range():
+    results = evaluate({"colour NN": colour_nn}, synthetic_pairs(2, 24, 2000))
+    r = results["colour NN"]
+    assert set(r) == {"pck@0.01", "pck@0.05", "pck@0.1", "epe", "miou"}
+    assert 0 <= r["pck@0.01"] <= r["pck@0.05"] <= r["pck@0.1"] <= 1 and 0 <= r["miou"] <= 1
+
+
+def run_train(tmp_path, *args, timeout=900):
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_each_job_and_a_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "model.qk_init=fmap,learned",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    summary = (sweep / "summary.md").read_text()
+    assert "model.qk_init=fmap" in summary and "model.qk_init=learned" in summary
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    proc = run_train(
+        tmp_path, "trainer=ddp", "trainer.max_epochs=1", f"hydra.run.dir={out}", "test=false"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert "val/pck@0.05" in metrics
