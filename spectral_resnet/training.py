@@ -13,7 +13,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from spectral_resnet import viz
 from spectral_resnet.inference import UsageError
+from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError
 
 
@@ -63,6 +65,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
         )
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        csv = Path(getattr(logger, "log_dir", "") or "") / "metrics.csv"
+        if logger and csv.is_file():  # the training curve, as a picture
+            save_image(viz.training_curves(str(csv)), out_dir / "curves.png")
     return metrics
 
 

@@ -92,3 +92,62 @@ def contact_sheet(panels: list[tuple[str, Tensor]], height: int = 256) -> Tensor
 
 def pil_to_tensor(pil: Image.Image) -> Tensor:
     return torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def line_plot(
+    series: dict[str, list[tuple[float, float]]], title: str, size=(420, 280), xlabel="epoch"
+) -> Tensor:
+    """A small line chart (no plotting library needed): name -> [(x, y), ...] -> (3, H, W)."""
+    w, h = size
+    left, right, top, bottom = 48, 12, 24, 34
+    pil = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(pil)
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return pil_to_tensor(pil)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def to_px(x, y):
+        return (
+            left + (x - x0) / (x1 - x0) * (w - left - right),
+            h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom),
+        )
+
+    draw.rectangle([left, top, w - right, h - bottom], outline=(160, 160, 160))
+    for frac in (0.0, 0.5, 1.0):
+        y = y0 + frac * (y1 - y0)
+        _, py = to_px(x0, y)
+        draw.text((4, py - 6), f"{y:.3g}", fill=(60, 60, 60))
+    draw.text((left, h - bottom + 4), f"{x0:g}", fill=(60, 60, 60))
+    draw.text((w - right - 20, h - bottom + 4), f"{x1:g}", fill=(60, 60, 60))
+    draw.text((w // 2 - 15, h - 16), xlabel, fill=(60, 60, 60))
+    draw.text((left, 5), title, fill=(0, 0, 0))
+    for i, (name, pts) in enumerate(series.items()):
+        colour = tuple(int(255 * c) for c in _MASK_COLOURS[i % len(_MASK_COLOURS)])
+        pts = sorted(pts)
+        if len(pts) > 1:
+            draw.line([to_px(*p) for p in pts], fill=colour, width=2)
+        for p in pts:
+            px, py = to_px(*p)
+            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+        draw.text((w - right - 110, top + 6 + 14 * i), name, fill=colour)
+    return pil_to_tensor(pil)
+
+
+def training_curves(metrics_csv: str, names=("pck@0.05", "loss")) -> Tensor:
+    """Train/val curves of a Lightning CSVLogger metrics.csv, one panel per metric."""
+    import csv
+
+    rows = list(csv.DictReader(open(metrics_csv)))
+    panels = []
+    for name in names:
+        series = {}
+        for stage in ("train", "val"):
+            key = f"{stage}/{name}"
+            pts = [(float(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
+            if pts:
+                series[stage] = pts
+        panels.append(line_plot(series, name))
+    return torch.cat(panels, dim=2)

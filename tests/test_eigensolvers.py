@@ -103,3 +103,13 @@ def test_nested_dissection_is_a_permutation_and_orderings_agree(photo):
     for ordering in ["mmd", "nested_dissection", "scipy"]:
         got = eigenpairs(op, 8, "arpack", ordering=ordering)
         assert subspace_sine(got.evecs, ref.evecs) < 1e-6, ordering
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_chebyshev_runs_on_cuda_and_matches_arpack(photo):
+    op = grid_laplacian(photo.double().cuda())
+    got = eigenpairs(op, 8, "auto")
+    assert got.method == "chebyshev" and got.evecs.is_cuda
+    ref = eigenpairs(grid_laplacian(photo.double()), 8, "arpack")
+    assert subspace_sine(got.evecs.cpu(), ref.evecs) <= 1e-4

@@ -127,3 +127,11 @@ def test_match_of_an_image_with_itself_finds_itself():
 def test_bad_configuration_raises_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SpectralShader(**kwargs)
+
+
+def test_refresh_target_re_embeds_the_changed_target(toof, tone):
+    shader = SpectralShader(pattern="cc", qk_init="fmap", k=8, refresh_target=True)
+    with torch.no_grad():
+        out = shader(toof[None], tone[None])
+    assert out.image.shape == toof[None].shape
+    assert out.timings["spectra"] > 0 and len(out.activations) == 2
