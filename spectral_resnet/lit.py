@@ -171,8 +171,10 @@ class ShaderModule(L.LightningModule):
     @torch.no_grad()
     def save_samples(self, batch: dict[str, Tensor], tag: str) -> None:
         """target | sample | retrieved (attention argmax colours) | activation, as a PNG."""
-        if self.trainer is None or self.trainer.log_dir is None or not self.trainer.is_global_zero:
+        # rank zero only, and no trainer.log_dir: that property is a collective under DDP
+        if self._trainer is None or not self.trainer.is_global_zero:
             return
+        log_dir = getattr(self.logger, "log_dir", None) or self.trainer.default_root_dir
         target, sample = batch["target"][:1], batch["sample"][:1]
         match = self.model.match(target, sample)[0]  # (H, W, 2)
         hs, ws = sample.shape[-2:]
@@ -188,7 +190,7 @@ class ShaderModule(L.LightningModule):
             ],
             height=128,
         )
-        folder = Path(self.trainer.log_dir) / "samples"
+        folder = Path(log_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         save_image(sheet, folder / f"{tag}.png")
         experiment = getattr(self.logger, "experiment", None)

@@ -164,10 +164,10 @@ def test_evaluation_table_has_every_metric_in_range():
     assert 0 <= r["pck@0.01"] <= r["pck@0.05"] <= r["pck@0.1"] <= 1 and 0 <= r["miou"] <= 1
 
 
-def run_train(tmp_path, *args, timeout=900):
+def run_train(tmp_path, *args, timeout=600):
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *TINY, *args],
+        [sys.executable, str(ROOT / "train.py"), *args, *TINY],
         capture_output=True,
         text=True,
         env=env,
