@@ -99,7 +99,7 @@ def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
         terms, _ = module.losses(batch)
         terms["loss"].backward()
         opt.step()
-        losses.append(float(terms["loss"]))
+        losses.append(float(terms["loss"].detach()))
     assert losses[-1] < 0.8 * losses[0], losses[::10]
 
 
@@ -201,3 +201,26 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert "val/pck@0.05" in metrics
+
+
+def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path, capsys):
+    import numpy as np
+
+    from spectral_resnet.eval import main
+    from spectral_resnet.io import save_image
+
+    for sub in ("a", "b", "flow"):
+        (tmp_path / sub).mkdir()
+    for i in range(2):
+        item = SyntheticPairs(size=24, length=2, seed=5, spectra=False)[i]
+        save_image(item["target"], tmp_path / "a" / f"p{i}.png")
+        save_image(item["sample"], tmp_path / "b" / f"p{i}.png")
+        flow = item["flow"].numpy().copy()
+        flow[~item["valid"].numpy()] = np.nan
+        np.save(tmp_path / "flow" / f"p{i}.npy", flow)
+    assert main(["--pairs-dir", str(tmp_path), "--k", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "| colour NN |" in out and "| fmap |" in out
+    np.save(tmp_path / "flow" / "p0.npy", np.zeros((3, 3, 2)))
+    assert main(["--pairs-dir", str(tmp_path), "--k", "6"]) == 2
+    assert "expected (H, W, 2)" in capsys.readouterr().err
