@@ -49,15 +49,14 @@ def token_features(
     unknown = set(kinds) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown token features {sorted(unknown)}; choose from {FEATURES}")
-    n = spectrum.n
     parts = []
     for kind in kinds:
         if kind == "evecs":
             parts.append(spectrum.evecs)
         elif kind == "hks":
-            parts.append(spectrum.hks(count=descriptor_count) * n)
+            parts.append(spectrum.hks(count=descriptor_count))
         elif kind == "wks":
-            parts.append(spectrum.wks(count=descriptor_count) * n)
+            parts.append(spectrum.wks(count=descriptor_count))
         elif kind == "color":
             parts.append(image.reshape(3, -1).T)
         elif kind == "boundary":
@@ -108,6 +107,11 @@ class QKProjection(nn.Module):
         return f_t @ self.w_q.T, f_s @ self.w_k.T
 
 
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, n, d) at rows index (B, m): (B, m, d)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 def _positive(x: Tensor) -> Tensor:
     return F.elu(x) + 1
 
@@ -151,8 +155,7 @@ class SpectralAttention(nn.Module):
             step = n_s / self.max_keys
             idx = (torch.arange(self.max_keys, device=k.device) * step).long()
             idx = idx.expand(k.shape[0], -1)
-        gather = lambda t: t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-        return gather(k), gather(v)
+        return gather_rows(k, idx), gather_rows(v, idx)
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, scale: Tensor, boundary: Tensor | None = None
@@ -187,8 +190,7 @@ class SpectralAttention(nn.Module):
     def rows(self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor) -> Tensor:
         """Lazy attention rows for target pixels `index` (B, m): (B, m, n_s), each summing to 1
         (softmax) or the raw low-rank scores (linear)."""
-        q_rows = q.gather(1, index[..., None].expand(-1, -1, q.shape[-1]))
-        logits = self.scores(q_rows, k, scale)
+        logits = self.scores(gather_rows(q, index), k, scale)
         return logits.softmax(-1) if self.kernel == "softmax" else logits
 
     def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ class PairContext:
     target: Tensor  # (B, 3, H, W) the original target, full resolution
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
     sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); segment mode only
+    used_seeds: Tensor | None = None  # (B, S', 2) seeds of earlier blocks, so later ones move on
 
 
 @dataclass
@@ -135,6 +136,7 @@ class SpectralResBlock(nn.Module):
         radius: float = 1.0,
         reach: float = 0.15,
         rotation: float | str = 90.0,
+        ink: str = "dark",
     ):
         super().__init__()
         if mode not in ("cross", "self"):
@@ -145,7 +147,7 @@ class SpectralResBlock(nn.Module):
             raise ValueError(f"rotation must be degrees or 'align', got {rotation!r}")
         self.mode, self.threshold, self.retrieval = mode, threshold, retrieval
         self.num_seeds, self.nms_radius, self.radius, self.reach = seeds, nms_radius, radius, reach
-        self.rotation = rotation
+        self.rotation, self.ink = rotation, ink
         self.qk = QKProjection(dim=dim, init=qk_init, learnable=learnable, scale=scale)
         self.self_qk = QKProjection(dim=dim, init=qk_init, learnable=learnable, scale=scale)
         # the seed's raw low-rank form for eigenvector bases; an averaging (positive) map for
@@ -176,8 +178,12 @@ class SpectralResBlock(nn.Module):
         b, c, height, width = h.shape
         wh, ww = ctx.work_shape
         resized = (wh, ww) != (height, width)
-        h_work = F.interpolate(h, size=(wh, ww), mode="area") if resized else h
-        self_out = self.self_attend(h_work.flatten(2).transpose(1, 2), ctx)  # (B, n_t, C)
+        segment_mode = self.mode == "cross" and self.retrieval == "segments"
+        if segment_mode:  # the paste needs no self-attention and no FFN
+            self_out = h.new_zeros(b, wh * ww, c)
+        else:
+            h_work = F.interpolate(h, size=(wh, ww), mode="area") if resized else h
+            self_out = self.self_attend(h_work.flatten(2).transpose(1, 2), ctx)  # (B, n_t, C)
         if self.mode == "cross":
             cross_out, act = self.cross(ctx)
         else:
@@ -187,7 +193,7 @@ class SpectralResBlock(nn.Module):
         if resized:
             maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
         self_map, cross_map, act_map = maps[:, :c], maps[:, c : 2 * c], maps[:, 2 * c :]
-        if self.mode == "cross" and self.retrieval == "segments":
+        if segment_mode:
             return self.paste_segments(h, act_map, ctx, prev)
         delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
         gate = torch.sigmoid(gate_logit)
@@ -205,9 +211,10 @@ class SpectralResBlock(nn.Module):
         nms = max(1, round(self.nms_radius * side))
         radius, reach = self.radius * side, self.reach * side
         act = act_map[:, 0]
-        if prev is not None and prev.seeds is not None:  # later passes seed somewhere new
-            near = shading.point_distances(prev.seeds, (height, width)) <= nms  # (B, S', H, W)
-            near = near & (prev.seeds[..., 0] >= 0)[..., None, None]
+        if ctx.used_seeds is not None:  # later passes seed away from every earlier seed
+            used = ctx.used_seeds
+            near = shading.point_distances(used, (height, width)) <= nms  # (B, S', H, W)
+            near = near & (used[..., 0] >= 0)[..., None, None]
             act = act * (~near.any(1)).float()
         seeds = segments.select_seeds(act, self.num_seeds, nms, self.threshold)
         valid = seeds[..., 0] >= 0  # (B, S)
@@ -225,18 +232,20 @@ class SpectralResBlock(nn.Module):
         labels = ctx.sample_labels  # (B, H_s, W_s), 0 = no ink
         count = int(labels.max()) + 1
         flat = labels.flatten(1)[:, None].expand(-1, rows.shape[1], -1)  # (B, S, n_s)
-        mass = torch.zeros(b, rows.shape[1], count).scatter_add_(2, flat, rows.flatten(2))
-        area = torch.zeros(b, 1, count).scatter_add_(
+        zeros = rows.new_zeros(b, rows.shape[1], count)
+        mass = zeros.scatter_add_(2, flat, rows.flatten(2))
+        area = rows.new_zeros(b, 1, count).scatter_add_(
             2, flat[:, :1], torch.ones_like(rows[:, :1].flatten(2))
         )
         score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
         score[..., 0] = -torch.inf  # background is never pasted
+        score = score.masked_fill(~valid[..., None], -torch.inf)  # unused seed slots bid nothing
         picked = diverse_assignment(score)  # (B, S): ONE component per seed, spread over seeds
         masks = (labels[:, None] == picked[..., None, None]) & (picked > 0)[..., None, None]
         masks = (masks & valid[..., None, None]).float()  # (B, S, H_s, W_s)
         # rigid warp: rotate about the component's centroid, land it in nearby empty space
         src = segments.mask_centroid(masks)  # (B, S, 2)
-        ink = shading.ink_mask(h, boundary_strength(h))
+        ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)
         dest = shading.toward_void(seeds, shading.void_distance(ink), reach).float()
         if self.rotation == "align":  # principal axis along the target's local line work
             target_dir = segments.local_orientation(ink.float(), seeds.clamp_min(0).float(), 4.0)
@@ -280,12 +289,14 @@ def op_output(h: Tensor, out: Tensor, prev: BlockOutput | None) -> tuple[Tensor,
 class Thicken(nn.Module):
     """Heat-kernel dilation of the ink the previous block touched or activated ('t')."""
 
-    def __init__(self, *, time: float = 2.0, level: float = 0.3, threshold: float = 0.2):
+    def __init__(
+        self, *, time: float = 2.0, level: float = 0.3, threshold: float = 0.2, ink: str = "dark"
+    ):
         super().__init__()
-        self.time, self.level, self.threshold = time, level, threshold
+        self.time, self.level, self.threshold, self.ink = time, level, threshold, ink
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None = None):
-        ink = shading.ink_mask(h, boundary_strength(h))[:, None]
+        ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)[:, None]
         if prev is not None:
             ink = ink & ((prev.gate > 0.5) | (prev.activation > self.threshold))
         return op_output(h, shading.thicken(h, ink, self.time, self.level), prev)

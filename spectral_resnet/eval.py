@@ -102,7 +102,7 @@ def pair_metrics(pred: Tensor, flow: Tensor, valid: Tensor, labels: Tensor) -> d
     return out
 
 
-def flow_folder_pairs(root: Path, size: int | None):
+def flow_folder_pairs(root: Path):
     """Yield (target, sample, flow, valid) from a/NAME.png, b/NAME.png, flow/NAME.npy."""
     for flow_file in sorted((root / "flow").glob("*.npy")):
         name = flow_file.stem
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Correspondence evaluation table.")
     parser.add_argument("--ckpt", help="a train.py checkpoint (qk_init=learned)")
     parser.add_argument("--pairs", type=int, default=64, help="held-out synthetic pairs")
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=64, help="synthetic pair size")
     parser.add_argument("--seed", type=int, default=2_000, help="seed of the held-out split")
     parser.add_argument("--pairs-dir", help="folder with a/, b/, flow/ instead of synthetic pairs")
     parser.add_argument("--k", type=int, default=16)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = build_methods(args.ckpt, args.k, args.softmax_scale)
         if args.pairs_dir:
-            pairs = flow_folder_pairs(Path(args.pairs_dir), None)
+            pairs = flow_folder_pairs(Path(args.pairs_dir))
         else:
             pairs = synthetic_pairs(args.pairs, args.size, args.seed)
         results = evaluate(methods, pairs, args.segments)

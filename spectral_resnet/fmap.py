@@ -21,9 +21,8 @@ def descriptor_functions(spectrum: Spectrum, image: Tensor, count: int = 8) -> T
 
     image: (3, H, W). Returns (n, 2 * count + 3), each column scaled to unit RMS.
     """
-    n = spectrum.n
     colour = image.reshape(image.shape[0], -1).T.to(spectrum.evecs.dtype)
-    funcs = torch.cat([spectrum.hks(count=count) * n, spectrum.wks(count=count) * n, colour], 1)
+    funcs = torch.cat([spectrum.hks(count=count), spectrum.wks(count=count), colour], 1)
     return funcs / funcs.pow(2).mean(0, keepdim=True).sqrt().clamp_min(1e-12)
 
 
@@ -50,7 +49,7 @@ def fit_functional_map(
     mu = commutativity * gram.diagonal().mean()  # penalty relative to the data term's scale
     systems = gram[None] + mu * torch.diag_embed(delta2)  # (k_t, k_s, k_s)
     rhs = (b @ a.T).unsqueeze(-1)  # (k_t, k_s, 1)
-    ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=a.dtype)
+    ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=a.dtype, device=a.device)
     c = torch.linalg.solve(systems + ridge, rhs)
     return c.squeeze(-1)  # (k_t, k_s)
 

@@ -57,6 +57,8 @@ class ShaderModule(L.LightningModule):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         if not any(getattr(b, "mode", None) == "cross" for b in model.blocks):
             raise ValueError(f"pattern {model.pattern!r} has no cross block to train")
+        if model.work_size is not None:  # losses index pixels at full resolution
+            raise ValueError("training runs at full resolution: set model.work_size=null")
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_{name.replace('@', '_').replace('.', '_')}": MeanMetric()

@@ -160,11 +160,12 @@ class SpectralShader(nn.Module):
             radius=radius,
             reach=reach,
             rotation=rotation,
+            ink=ink,
         )
         makers = {
             "c": lambda: SpectralResBlock(mode="cross", **block_options),
             "s": lambda: SpectralResBlock(mode="self", **block_options),
-            "t": lambda: Thicken(time=thicken_time, threshold=threshold),
+            "t": lambda: Thicken(time=thicken_time, threshold=threshold, ink=ink),
             "h": lambda: Shadow(offset=shadow_offset, darkness=shadow_darkness),
             "f": lambda: Annihilate(min_area=min_area),
         }
@@ -283,13 +284,16 @@ class SpectralShader(nn.Module):
             timings.update(spectra=0.0, eigensolve=0.0)
         out = ShaderOutput(image=target, timings=timings, residuals=residuals)
         h = target if start is None else start  # (B, 3, H, W) residual stream
-        attention_time, info = 0.0, None
+        attention_time, info, used = 0.0, None, None
         for i, block in enumerate(self.blocks):
             if i > 0 and self.refresh_target:  # the target changed: re-embed it
                 ctx, _ = self.context(h.clamp(0, 1), sample, timings)
                 ctx.target = target
+            ctx.used_seeds = used
             t0 = time.perf_counter()
             h, info = block(h, ctx, info)
+            if info.seeds is not None:
+                used = info.seeds if used is None else torch.cat([used, info.seeds], 1)
             attention_time += time.perf_counter() - t0
             self._record(out, info)
             if progress is not None:

@@ -46,9 +46,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
-        trainer.test(
-            module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False
-        ) if checkpoint else trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint)  # the best weights
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:
         overrides = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -138,9 +140,8 @@ def line_plot(
 
 def training_curves(metrics_csv: str, names=("pck@0.05", "loss")) -> Tensor:
     """Train/val curves of a Lightning CSVLogger metrics.csv, one panel per metric."""
-    import csv
-
-    rows = list(csv.DictReader(open(metrics_csv)))
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     panels = []
     for name in names:
         series = {}

@@ -96,3 +96,9 @@ def test_boundary_marks_edges_and_boundary_graph_isolates_interior(toof):
 def test_bad_inputs_raise_clear_errors(image, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         grid_laplacian(image, **kwargs)
+
+
+def test_boundary_graph_keeps_the_full_grid_boundary_strength(toof):
+    full = grid_laplacian(toof).boundary_strength()
+    cut = grid_laplacian(toof, graph="boundary").boundary_strength()
+    assert torch.equal(full, cut)  # isolated pixels are not reported as boundary

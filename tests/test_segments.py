@@ -218,3 +218,14 @@ def test_segment_patterns_run_in_both_directions(pattern, toof, tone):
 
 def test_pattern_letters_are_documented():
     assert set(BLOCK_LETTERS) == {"c", "s", "t", "h", "f"}
+
+
+def test_fuzz_annihilator_drops_fragments_with_weak_edges():
+    labels = torch.zeros(10, 10, dtype=torch.long)
+    labels[1, 1:9] = 1  # a crisp stroke
+    labels[5, 1:9] = 2  # a fuzzy one of the same size
+    strength = torch.zeros(10, 10)
+    strength[1] = 0.9
+    strength[5] = 0.2
+    kept = annihilate_fuzz(labels, strength, min_area=4, min_strength=0.5)
+    assert kept[1, 1:9].eq(1).all() and not kept[5].any()

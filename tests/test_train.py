@@ -224,3 +224,12 @@ def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path, capsys):
     np.save(tmp_path / "flow" / "p0.npy", np.zeros((3, 3, 2)))
     assert main(["--pairs-dir", str(tmp_path), "--k", "6"]) == 2
     assert "expected (H, W, 2)" in capsys.readouterr().err
+
+
+def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
+    cfg = train_config(tmp_path, "model.connectivity=8", "model.sigma=0.3")
+    data = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    item = data.train_set[0]  # computes and caches both spectra, as a worker would
+    assert model.spectrum(item["target"]).seconds == 0.0  # a cache hit: no eigensolve
+    assert model.spectrum(item["sample"]).seconds == 0.0

@@ -73,6 +73,7 @@ class SyntheticPairs(Dataset):
         k: int = 16,
         spectra: bool = True,
         graph_options: dict | None = None,
+        eigensolver: str = "auto",
     ):
         self.size, self.length, self.seed = size, length, seed
         if split not in SPLITS:
@@ -95,7 +96,7 @@ class SyntheticPairs(Dataset):
         )
         self.colour = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
         self.k, self.spectra = k, spectra
-        self.graph_options = graph_options or {}
+        self.graph_options, self.eigensolver = dict(graph_options or {}), eigensolver
 
     def __len__(self) -> int:
         return self.length
@@ -130,7 +131,7 @@ class SyntheticPairs(Dataset):
         }
         if self.spectra:  # warm the spectrum cache here, in the worker
             for key in ("target", "sample"):
-                compute_spectrum(item[key], k=self.k, **self.graph_options)
+                compute_spectrum(item[key], self.k, self.eigensolver, **self.graph_options)
         return item
 
 
@@ -180,13 +181,24 @@ class PairDataModule(L.LightningDataModule):
         folder: str | None = None,
         real_pairs: str | None = None,
         k: int = 16,
+        graph_options: dict | None = None,
+        eigensolver: str = "auto",
         warp: dict | None = None,
         seed: int = 0,
     ):
+        """graph_options / eigensolver must match the model's, so the spectra the workers
+        cache are the ones the model looks up (the configs interpolate them from model/)."""
         super().__init__()
         self.save_hyperparameters()
         warp = dict(warp or {})
-        common = dict(size=size, folder=folder, k=k, **warp)
+        common = dict(
+            size=size,
+            folder=folder,
+            k=k,
+            graph_options=graph_options,
+            eigensolver=eigensolver,
+            **warp,
+        )
         self.train_set: Dataset = SyntheticPairs(length=train_pairs, seed=seed, **common)
         if real_pairs:
             self.train_set = torch.utils.data.ConcatDataset(

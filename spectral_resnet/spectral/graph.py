@@ -81,6 +81,7 @@ class GridLaplacian:
     width: int
     sigma: Tensor  # (B,) the colour scale actually used
     params: dict  # every graph parameter, for cache keys and reports
+    strength: Tensor | None = None  # (B, H, W) boundary strength of the full grid, if masked
 
     @property
     def n(self) -> int:
@@ -108,7 +109,10 @@ class GridLaplacian:
         return deg
 
     def boundary_strength(self) -> Tensor:
-        """1 - (weight of the pixel's weakest edge), (B, H, W): high where an edge is cut."""
+        """1 - (weight of the pixel's weakest edge), (B, H, W): high where an edge is cut.
+        For the boundary graph, the strength of the full grid it was cut from."""
+        if self.strength is not None:
+            return self.strength
         weakest = self.weights[0].new_ones(self.batch, self.height, self.width)
         for (dy, dx), w in zip(self.offsets, self.weights):
             p, q = _edge_slices(dy, dx, self.height, self.width)
@@ -177,17 +181,6 @@ class GridLaplacian:
             .to(self.device)
         )
 
-    def select(self, index: int) -> GridLaplacian:
-        """The operator of one image of the batch, as a batch of one."""
-        return GridLaplacian(
-            weights=[w[index : index + 1] for w in self.weights],
-            offsets=self.offsets,
-            height=self.height,
-            width=self.width,
-            sigma=self.sigma[index : index + 1],
-            params=self.params,
-        )
-
 
 def grid_laplacian(
     image: Tensor,
@@ -246,7 +239,8 @@ def grid_laplacian(
     )
     op = GridLaplacian(weights, offsets, height, width, sigma_t, params)
     if graph == "boundary":
-        mask = (op.boundary_strength() > boundary_threshold).to(image.dtype)
+        op.strength = op.boundary_strength()
+        mask = (op.strength > boundary_threshold).to(image.dtype)
         masked = []
         for (dy, dx), w in zip(offsets, weights):
             p, q = _edge_slices(dy, dx, height, width)

@@ -240,7 +240,9 @@ def compute_spectrum(
     if batch.shape[0] != 1:
         raise ValueError(f"compute_spectrum takes one image, got a batch of {batch.shape[0]}")
     op = grid_laplacian(batch, **graph_options)
-    params = dict(op.params, k=k, method=method, tol=tol, device=batch.device.type)
+    # the key leaves out the device: a spectrum belongs to the image and graph, and any
+    # solver meets the same accuracy, so CPU dataloader workers can feed a CUDA model
+    params = dict(op.params, k=k, method=method, tol=tol)
     store = _DEFAULT_CACHE if cache is True else (cache or None)
     key = cache_key(batch, params) if store is not None else ""
     if store is not None and (hit := store.get(key)) is not None:
