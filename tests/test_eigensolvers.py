@@ -113,3 +113,13 @@ def test_chebyshev_runs_on_cuda_and_matches_arpack(photo):
     assert got.method == "chebyshev" and got.evecs.is_cuda
     ref = eigenpairs(grid_laplacian(photo.double()), 8, "arpack")
     assert subspace_sine(got.evecs.cpu(), ref.evecs) <= 1e-4
+
+
+def test_eigenpairs_unpack_and_pickle():
+    import pickle
+
+    pairs = eigenpairs(grid_laplacian(torch.rand(3, 6, 6)), 3)
+    evals, evecs = pairs
+    again = pickle.loads(pickle.dumps(pairs))
+    assert torch.equal(again.evecs, evecs) and again.method == pairs.method
+    assert torch.equal(again.residuals, pairs.residuals)

@@ -52,6 +52,9 @@ class Eigenpairs(tuple):
         )
         return self
 
+    def __getnewargs__(self):  # pickle / deepcopy rebuild through __new__
+        return self.evals, self.evecs, self.residuals, self.method, self.info
+
 
 def canonical_signs(evecs: Tensor) -> Tensor:
     """Flip each column so its first near-largest-magnitude entry is positive (deterministic)."""
