@@ -134,7 +134,7 @@ class SpectralResBlock(nn.Module):
         seeds: int = 4,
         nms_radius: float = 0.08,
         radius: float = 1.0,
-        reach: float = 0.15,
+        reach: float = 0.25,
         rotation: float | str = 90.0,
         ink: str = "dark",
     ):
@@ -246,7 +246,8 @@ class SpectralResBlock(nn.Module):
         # rigid warp: rotate about the component's centroid, land it in nearby empty space
         src = segments.mask_centroid(masks)  # (B, S, 2)
         ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)
-        dest = shading.toward_void(seeds, shading.void_distance(ink), reach).float()
+        extent = segments.mask_extent(masks, src) + 0.03 * side  # (B, S) radius + margin
+        dest = shading.toward_void(seeds, shading.void_distance(ink), reach, extent).float()
         if self.rotation == "align":  # principal axis along the target's local line work
             target_dir = segments.local_orientation(ink.float(), seeds.clamp_min(0).float(), 4.0)
             angle = target_dir - segments.mask_orientation(masks)

@@ -117,7 +117,7 @@ class SpectralShader(nn.Module):
         seeds: int = 4,
         nms_radius: float = 0.08,
         radius: float = 1.0,
-        reach: float = 0.15,
+        reach: float = 0.25,
         rotation: float | str = 90.0,
         ink: str = "dark",
         min_area: int = 12,

@@ -117,6 +117,15 @@ def mask_centroid(masks: Tensor) -> Tensor:
     return torch.stack([cy, cx], -1)
 
 
+def mask_extent(masks: Tensor, centre: Tensor) -> Tensor:
+    """Largest distance of a mask pixel (> 0.5) from `centre` (..., 2): (...,), 0 if empty."""
+    h, w = masks.shape[-2:]
+    ys = torch.arange(h, dtype=masks.dtype, device=masks.device).view(h, 1)
+    xs = torch.arange(w, dtype=masks.dtype, device=masks.device).view(1, w)
+    d = ((ys - centre[..., 0, None, None]) ** 2 + (xs - centre[..., 1, None, None]) ** 2).sqrt()
+    return (d * (masks > 0.5)).amax((-2, -1))
+
+
 def mask_orientation(masks: Tensor) -> Tensor:
     """Angle (radians, in (-pi/2, pi/2]) of each mask's principal axis from the +x axis,
     measured with y pointing down (image convention), from second central moments."""

@@ -82,12 +82,17 @@ def void_distance(ink: Tensor) -> Tensor:
     return torch.from_numpy(np.stack(out)).float().to(ink.device)
 
 
-def toward_void(points: Tensor, void: Tensor, reach: float) -> Tensor:
-    """Move each point (B, S, 2) to the emptiest spot within `reach` of it on its image's
-    void map (B, H, W) (max distance to ink, ties to the nearest): the seed's "translate
-    toward empty target space"."""
+def toward_void(
+    points: Tensor, void: Tensor, reach: float, footprint: Tensor | float = float("inf")
+) -> Tensor:
+    """Move each point (B, S, 2) toward empty space on its image's void map (B, H, W) (the
+    seed's "translate toward empty target space"): within `reach`, the nearest spot where a
+    disc of radius `footprint` (B, S) fits clear of ink, else the emptiest spot."""
     d = point_distances(points, void.shape[-2:])  # (B, S, H, W)
-    score = torch.where(d <= reach, void[:, None] - 1e-3 * d, torch.full_like(d, -1e9))
+    room = torch.minimum(
+        void[:, None], torch.as_tensor(footprint, device=void.device)[..., None, None]
+    )
+    score = torch.where(d <= reach, room - 1e-3 * d, torch.full_like(d, -1e9))
     idx = score.flatten(2).argmax(2)  # (B, S)
     dest = torch.stack([idx // void.shape[-1], idx % void.shape[-1]], -1)
     return torch.where(points >= 0, dest, points)

@@ -229,3 +229,17 @@ def test_fuzz_annihilator_drops_fragments_with_weak_edges():
     strength[5] = 0.2
     kept = annihilate_fuzz(labels, strength, min_area=4, min_strength=0.5)
     assert kept[1, 1:9].eq(1).all() and not kept[5].any()
+
+
+def test_toward_void_lands_a_footprint_clear_of_ink_nearest_the_seed():
+    from spectral_resnet.shading import toward_void, void_distance
+
+    ink = torch.zeros(1, 40, 40, dtype=torch.bool)
+    ink[0, :, 10] = True  # a vertical stroke at x = 10
+    void = void_distance(ink)
+    seed = torch.tensor([[[20, 11]]])
+    dest = toward_void(seed, void, reach=30.0, footprint=torch.tensor([[5.0]]))[0, 0]
+    assert float(void[0, dest[0], dest[1]]) >= 5.0  # a disc of radius 5 fits there
+    assert int(dest[0]) == 20 and int(dest[1]) == 15  # and it is the nearest such spot
+    unreachable = toward_void(seed, void, reach=2.0, footprint=torch.tensor([[5.0]]))[0, 0]
+    assert (unreachable - seed[0, 0]).abs().max() <= 2  # never beyond reach
