@@ -170,14 +170,21 @@ class SpectralAttention(nn.Module):
             return scale * (q @ (k.transpose(1, 2) @ v))
         k, v = self.select_keys(k, v, boundary)
         q, k = F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)  # scale: a learnable tensor
-        k4, v4 = k[:, None].contiguous(), v[:, None].contiguous()  # (B, 1, n_s, d): 4-D for SDPA
+        # CPU SDPA takes its fast kernel only for head dims >= 32: zero-padding q, k (scores
+        # unchanged) and v (extra outputs dropped) to a power of two >= 32 made it 5x faster
+        # here for d = 16, d_v = 4 (0.25 -> 1.3 G scores/s on 2 cores)
+        d_v = v.shape[-1]
+        width = max(32, 1 << (max(q.shape[-1], d_v) - 1).bit_length())
+        q = F.pad(q, (0, width - q.shape[-1]))
+        k4 = F.pad(k, (0, width - k.shape[-1]))[:, None].contiguous()  # (B, 1, n_s, P): 4-D
+        v4 = F.pad(v, (0, width - d_v))[:, None].contiguous()
         outs = [
             F.scaled_dot_product_attention(
                 q[:, None, i : i + self.chunk].contiguous(), k4, v4, dropout_p=0.0, scale=1.0
             )
             for i in range(0, q.shape[1], self.chunk)
         ]
-        return torch.cat(outs, dim=2)[:, 0]
+        return torch.cat(outs, dim=2)[:, 0, :, :d_v]
 
     def scores(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
         """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s)."""
