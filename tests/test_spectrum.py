@@ -95,3 +95,17 @@ def test_compute_spectrum_reports_shape_and_residuals(photo):
     assert spec.shape == (32, 40) and spec.evecs.shape == (32 * 40, 5)
     assert spec.residuals.max() < 1e-8
     assert spec.grid(spec.evecs).shape == (5, 32, 40)
+
+
+def test_solver_options_reach_the_solver_and_the_cache_key(tmp_path, photo):
+    cache = SpectrumCache(tmp_path)
+    mmd = compute_spectrum(photo, k=6, method="arpack", cache=cache)
+    nd = compute_spectrum(
+        photo, k=6, method="arpack", cache=cache, solver_options={"ordering": "nested_dissection"}
+    )
+    assert nd.seconds > 0  # a different key: solved again
+    assert torch.allclose(nd.evals, mmd.evals, atol=1e-10)
+    with pytest.raises(ValueError, match="unknown ordering"):
+        compute_spectrum(
+            photo, k=6, method="arpack", cache=False, solver_options={"ordering": "amd"}
+        )

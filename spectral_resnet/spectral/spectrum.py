@@ -228,11 +228,13 @@ def compute_spectrum(
     *,
     tol: float | None = None,
     cache: bool | SpectrumCache = True,
+    solver_options: dict | None = None,
     **graph_options,
 ) -> Spectrum:
     """Spectrum of one image (C, H, W) in [0, 1]: graph -> k lowest eigenpairs, through the cache.
 
-    graph_options go to `grid_laplacian` (connectivity, sigma, sigma_scale, color, ...).
+    graph_options go to `grid_laplacian` (connectivity, sigma, sigma_scale, color, ...);
+    solver_options to `eigenpairs` (arpack: shift, ordering; chebyshev: max_iter, ...).
     cache: True for the process-wide cache (disk under `default_cache_dir()`), a
         `SpectrumCache` for your own, False to always solve.
     """
@@ -242,20 +244,21 @@ def compute_spectrum(
     op = grid_laplacian(batch, **graph_options)
     # the key leaves out the device: a spectrum belongs to the image and graph, and any
     # solver meets the same accuracy, so CPU dataloader workers can feed a CUDA model
-    params = dict(op.params, k=k, method=method, tol=tol)
+    solver_options = dict(solver_options or {})
+    params = dict(op.params, k=k, method=method, tol=tol, solver=solver_options)
     store = _DEFAULT_CACHE if cache is True else (cache or None)
     key = cache_key(batch, params) if store is not None else ""
     if store is not None and (hit := store.get(key)) is not None:
         return Spectrum(**{**hit.__dict__, "seconds": 0.0})
     start = time.perf_counter()
-    pairs = eigenpairs(op, k, method, tol=tol)
+    pairs = eigenpairs(op, k, method, tol=tol, **solver_options)
     spectrum = Spectrum(
         evals=pairs.evals.cpu(),
         evecs=pairs.evecs.cpu(),
         degrees=op.degrees()[0].flatten().double().cpu(),
         boundary=op.boundary_strength()[0].flatten().double().cpu(),
         shape=(op.height, op.width),
-        params=dict(params, solver=pairs.method),
+        params=dict(params, solved_by=pairs.method),
         residuals=pairs.residuals.cpu(),
         method=pairs.method,
         seconds=time.perf_counter() - start,
