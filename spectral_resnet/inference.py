@@ -8,6 +8,7 @@ a result behind. Known failures become one line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -63,12 +65,17 @@ def check_writable(directory: Path) -> None:
         ) from None
 
 
-def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
+def build(node: DictConfig, what: str, **kwargs):
+    """hydra.utils.instantiate, with a bad value reported as one UsageError naming the group."""
     try:
-        shader = hydra.utils.instantiate(cfg.model)
-    except Exception as err:  # instantiate wraps our ValueError: report the cause
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:  # it wraps our ValueError: report the cause
         cause = err.__cause__ or err
-        raise UsageError(f"model config: {cause}") from None
+        raise UsageError(f"{what} config: {cause}") from None
+
+
+def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
+    shader = build(cfg.model, "model")
     if cfg.ckpt:
         shader.load_checkpoint(cfg.ckpt)
     return shader.to(device).eval()
@@ -170,7 +177,7 @@ def cli_main(cfg: DictConfig) -> int:
         out_dir, written = run(cfg)
     except (ImageError, UsageError, CheckpointError, ValueError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
-        _remove_empty_run_dir(hydra_dir)
+        remove_failed_run_dir(hydra_dir)
         return 2
     report = json.loads((out_dir / "run.json").read_text())
     timing = "; ".join(
@@ -181,11 +188,10 @@ def cli_main(cfg: DictConfig) -> int:
     return 0
 
 
-def _remove_empty_run_dir(directory: Path) -> None:
-    """Hydra makes its run dir before we run; if this run made it and failed, remove it."""
-    if (
-        directory.is_dir()
-        and not any(directory.iterdir())
-        and directory.stat().st_ctime >= STARTED - 1
-    ):
-        directory.rmdir()
+def remove_failed_run_dir(directory: Path) -> None:
+    """Hydra makes its run dir (with .hydra/ and a log) before we run: if this process made
+    it and failed before writing anything of its own, leave nothing behind."""
+    if not directory.is_dir() or directory.stat().st_ctime < STARTED - 1:
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -8,13 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet import viz
-from spectral_resnet.inference import UsageError
+from spectral_resnet.inference import UsageError, build, remove_failed_run_dir
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError
 
@@ -25,19 +24,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain types in ckpts
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    module = hydra.utils.instantiate(
-        cfg.module,
-        model=model,
-        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
-        scheduler=hydra.utils.instantiate(cfg.optim.scheduler)
-        if cfg.optim.get("scheduler")
-        else None,
-    )
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
-    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    datamodule = build(cfg.data, "data", _convert_="all")  # plain types in checkpoints
+    model = build(cfg.model, "model", _convert_="all")
+    optimizer = build(cfg.optim.optimizer, "optim")
+    scheduler = build(cfg.optim.scheduler, "optim") if cfg.optim.get("scheduler") else None
+    module = build(cfg.module, "module", model=model, optimizer=optimizer, scheduler=scheduler)
+    callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values()]
+    logger = build(cfg.logger, "logger") if cfg.get("logger") else False
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     if module.trainable():
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -75,6 +69,7 @@ def cli_main(cfg: DictConfig) -> float:
         metrics = train(cfg)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
+        remove_failed_run_dir(Path(cfg.output_dir))
         sys.exit(2)
     value = metrics.get(cfg.optimized_metric, float("nan"))
     print(f"{cfg.optimized_metric} = {value:.4f}; outputs in {cfg.output_dir}")

@@ -233,3 +233,20 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
     item = data.train_set[0]  # computes and caches both spectra, as a worker would
     assert model.spectrum(item["target"]).seconds == 0.0  # a cache hit: no eigensolve
     assert model.spectrum(item["sample"]).seconds == 0.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.folder=/nonexistent", "data config: image folder"),
+        ("model.pattern=zq", "unknown pattern"),
+    ],
+)
+def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    proc = run_train(tmp_path, override, f"hydra.run.dir={run_dir}", timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("train.py: error:") and message in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
