@@ -161,13 +161,14 @@ class SpectralResBlock(nn.Module):
         )
         self.ffn = FFN(hidden=hidden, source=mode, gate_bias=gate_bias, learnable=learnable)
 
-    def cross(self, ctx: PairContext) -> tuple[Tensor, Tensor]:
-        """Cross-attention retrieval: (B, n_t, 3) sample colours, (B, n_t) activation in [0, 1]."""
+    def cross(self, ctx: PairContext) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """Cross-attention retrieval: (B, n_t, 3) sample colours, (B, n_t) activation in [0, 1],
+        and the (Q, K) it used, for the seeds' lazy rows."""
         q, k = self.qk(ctx.f_t, ctx.f_s)
         out = self.attention(q, k, ctx.sample_values, self.qk.scale, ctx.sample_boundary)
         act = out[..., 3].clamp_min(0) * ctx.target_boundary  # seed: masked by target boundary
         act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
-        return out[..., :3], act
+        return out[..., :3], act, (q, k)
 
     def self_attend(self, h_work: Tensor, ctx: PairContext) -> Tensor:
         """Target self-attention over the residual stream: (B, n_t, C)."""
@@ -185,7 +186,7 @@ class SpectralResBlock(nn.Module):
             h_work = F.interpolate(h, size=(wh, ww), mode="area") if resized else h
             self_out = self.self_attend(h_work.flatten(2).transpose(1, 2), ctx)  # (B, n_t, C)
         if self.mode == "cross":
-            cross_out, act = self.cross(ctx)
+            cross_out, act, qk = self.cross(ctx)
         else:
             cross_out, act = self_out, torch.ones_like(self_out[..., 0])
         maps = torch.cat([self_out, cross_out, act[..., None]], -1)  # (B, n_t, 2C + 1)
@@ -194,7 +195,7 @@ class SpectralResBlock(nn.Module):
             maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
         self_map, cross_map, act_map = maps[:, :c], maps[:, c : 2 * c], maps[:, 2 * c :]
         if segment_mode:
-            return self.paste_segments(h, act_map, ctx, prev)
+            return self.paste_segments(h, act_map, ctx, qk)
         delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
         gate = torch.sigmoid(gate_logit)
         if self.mode == "cross":
@@ -203,7 +204,7 @@ class SpectralResBlock(nn.Module):
         return h, BlockOutput(activation=act_map, gate=gate, retrieved=cross_map)
 
     @torch.no_grad()
-    def paste_segments(self, h: Tensor, act_map: Tensor, ctx: PairContext, prev=None):
+    def paste_segments(self, h: Tensor, act_map: Tensor, ctx: PairContext, qk):
         """Seeds -> one sample component each -> rigid warp toward void -> gated paste."""
         b, _, height, width = h.shape
         hs, ws = ctx.sample.shape[-2:]
@@ -222,7 +223,7 @@ class SpectralResBlock(nn.Module):
         wh, ww = ctx.work_shape
         sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
         sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
-        q, k = self.qk(ctx.f_t, ctx.f_s)
+        q, k = qk
         rows = self.attention.rows(q, k, self.qk.scale, sy * ww + sx)  # (B, S, n_s)
         rows = rows.reshape(b, -1, *ctx.sample_shape)
         if tuple(ctx.sample_shape) != (hs, ws):
@@ -241,8 +242,7 @@ class SpectralResBlock(nn.Module):
         score[..., 0] = -torch.inf  # background is never pasted
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused seed slots bid nothing
         picked = diverse_assignment(score)  # (B, S): ONE component per seed, spread over seeds
-        masks = (labels[:, None] == picked[..., None, None]) & (picked > 0)[..., None, None]
-        masks = (masks & valid[..., None, None]).float()  # (B, S, H_s, W_s)
+        masks = (segments.component_masks(labels, picked) & valid[..., None, None]).float()
         # rigid warp: rotate about the component's centroid, land it in nearby empty space
         src = segments.mask_centroid(masks)  # (B, S, 2)
         ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)

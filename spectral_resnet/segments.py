@@ -77,12 +77,17 @@ def annihilate_fuzz(
     return new_ids[labels]
 
 
+def component_masks(labels: Tensor, picked: Tensor) -> Tensor:
+    """Masks of the picked component labels: labels (..., H, W), picked (..., S) ->
+    (..., S, H, W) bool; label 0 (background) gives an empty mask."""
+    picked = picked[..., None, None]
+    return (labels[..., None, :, :] == picked) & (picked > 0)
+
+
 def flood_fill(points: Tensor, labels: Tensor) -> Tensor:
     """Fill from points (S, 2) (y, x) along the labelled graph: (S, H, W) masks, each exactly
     the one component its point lies in (empty if the point is on background)."""
-    picked = labels[points[:, 0].long(), points[:, 1].long()]  # (S,)
-    masks = labels[None] == picked[:, None, None]
-    return masks & (picked[:, None, None] > 0)
+    return component_masks(labels, labels[points[:, 0].long(), points[:, 1].long()])
 
 
 def component_matte(image: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
