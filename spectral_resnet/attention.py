@@ -9,6 +9,7 @@ cross-attention lookup that can be hand-initialised or learned.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +17,9 @@ from torch import Tensor, nn
 
 from spectral_resnet.spectral import Spectrum
 
-FEATURES = ("evecs", "hks", "wks", "color", "boundary", "patch")
-INVARIANT_FEATURES = ("hks", "wks", "color", "boundary", "patch")
+from spectral_resnet.config import FEATURES, KERNELS, QK_INITS
+
 PATCH_SCALES = (3, 7, 15, 31)
-QK_INITS = ("identity", "fmap", "descriptor", "random", "learned")
-KERNELS = ("linear", "softmax")
 
 
 def feature_dim(kinds: tuple[str, ...], k: int, descriptor_count: int = 8) -> int:
@@ -123,8 +122,9 @@ class SpectralAttention(nn.Module):
              with `positive=True` a positive feature map and normaliser make it an average.
     softmax: exact softmax(scale * q^ k^T) V over L2-normalised rows, query-chunked through
              F.scaled_dot_product_attention. Peak score memory is chunk * n_keys floats,
-             never n_t * n_s; `max_keys` caps the keys (top boundary pixels or a strided
-             subsample) when the sample is large.
+             never n_t * n_s; `max_keys` caps the keys (the top boundary pixels) when the
+             sample is large.
+    Holds no parameters: the projections (and the temperature) are QKProjection's.
     """
 
     def __init__(
@@ -133,28 +133,18 @@ class SpectralAttention(nn.Module):
         kernel: str = "linear",
         chunk: int = 4096,
         max_keys: int | None = None,
-        key_select: str = "boundary",
         positive: bool = False,
     ):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {KERNELS}")
-        if key_select not in ("boundary", "stride"):
-            raise ValueError(f"key_select must be 'boundary' or 'stride', got {key_select!r}")
-        self.kernel, self.chunk, self.max_keys = kernel, chunk, max_keys
-        self.key_select, self.positive = key_select, positive
+        self.kernel, self.chunk, self.max_keys, self.positive = kernel, chunk, max_keys, positive
 
     def select_keys(self, k: Tensor, v: Tensor, boundary: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Restrict keys/values to at most `max_keys` per batch element (same count for all)."""
-        n_s = k.shape[1]
-        if self.max_keys is None or n_s <= self.max_keys:
+        """Restrict keys/values to the `max_keys` strongest boundary pixels of each sample."""
+        if self.max_keys is None or k.shape[1] <= self.max_keys or boundary is None:
             return k, v
-        if self.key_select == "boundary" and boundary is not None:
-            idx = boundary.topk(self.max_keys, dim=1).indices.sort(dim=1).values  # (B, m)
-        else:
-            step = n_s / self.max_keys
-            idx = (torch.arange(self.max_keys, device=k.device) * step).long()
-            idx = idx.expand(k.shape[0], -1)
+        idx = boundary.topk(self.max_keys, dim=1).indices.sort(dim=1).values  # (B, m)
         return gather_rows(k, idx), gather_rows(v, idx)
 
     def forward(
@@ -209,3 +199,30 @@ class SpectralAttention(nn.Module):
             ],
             dim=1,
         )
+
+
+@dataclass(frozen=True)
+class ProjectedAttention:
+    """One pair's projected queries and keys with their kernel: the one way to get attention
+    outputs, logits, lazy rows and argmax matches (blocks, training and `match()` share it)."""
+
+    q: Tensor  # (B, n_t, d)
+    k: Tensor  # (B, n_s, d)
+    scale: Tensor  # () temperature
+    kernel: SpectralAttention
+
+    def __call__(self, v: Tensor, boundary: Tensor | None = None) -> Tensor:
+        """Attention output for every query: v (B, n_s, d_v) -> (B, n_t, d_v)."""
+        return self.kernel(self.q, self.k, v, self.scale, boundary)
+
+    def logits(self, index: Tensor) -> Tensor:
+        """Logits of target pixels `index` (B, m) against every key: (B, m, n_s)."""
+        return self.kernel.scores(gather_rows(self.q, index), self.k, self.scale)
+
+    def rows(self, index: Tensor) -> Tensor:
+        """Lazy attention rows of target pixels `index` (B, m): (B, m, n_s)."""
+        return self.kernel.rows(self.q, self.k, self.scale, index)
+
+    def argmax(self) -> Tensor:
+        """Each query's best key, (B, n_t)."""
+        return self.kernel.argmax(self.q, self.k, self.scale)

@@ -1,33 +1,39 @@
-"""Blocks of the residual stack. Each maps (h, ctx, prev) -> (h, BlockOutput).
+"""The residual stack's blocks: one class per pattern letter, registered in BLOCKS.
 
-- SpectralResBlock ('c' cross, 's' self): attention -> FFN -> `h = h + gate * delta`; the
-  cross block's `retrieval="segments"` mode is the seed's non-differentiable retrieval:
-  activation -> seeds -> one sample component per seed -> rigid warp -> gated paste.
-- Thicken ('t'), Shadow ('h'), Annihilate ('f'): shading ops in the same stack.
+Every block maps (h, ctx, prev) -> (h, BlockOutput): h is the residual stream (B, 3, H, W),
+ctx the immutable PairContext, prev the previous block's record (None for the first).
+What flows forward (the activation, the latest copy's alpha, the seeds used so far) is a
+named field of the record, which every block passes on; no block mutates shared state.
+
+    c  SegmentPaste    the seed's retrieval: seeds -> one sample component each -> placed paste
+    x  CrossAttention  soft cross-attention blend: attention -> FFN -> h + gate * delta
+    s  SelfAttention   smooth along the target's own graph: attention -> FFN -> h + gate * delta
+    t  Thicken         heat-kernel dilation of the ink that was copied or activated
+    h  Shadow          drop shadow under what was copied
+    f  FuzzAnnihilator revert transferred fragments smaller than paste.min_area
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet import segments, shading
-from spectral_resnet.attention import QKProjection, SpectralAttention
+from spectral_resnet.attention import ProjectedAttention
+from spectral_resnet.config import ShaderConfig
 from spectral_resnet.spectral import grid_laplacian
 
-RETRIEVALS = ("soft", "segments")
 
-
-@dataclass
+@dataclass(frozen=True)
 class PairContext:
-    """Everything a block needs about the (target, sample) pair, computed once per forward."""
+    """Everything the blocks need about the (target, sample) pair, computed once per forward."""
 
-    f_t: Tensor  # (B, n_t, d) target tokens (at the working resolution)
-    f_s: Tensor  # (B, n_s, d) sample tokens, already aligned to the target basis for fmap
+    cross: ProjectedAttention  # target queries against sample keys
+    self_attention: ProjectedAttention | None  # target against itself ('x' and 's' blocks)
     sample_values: Tensor  # (B, n_s, 4) sample colour (3) and boundary strength (1)
     target_boundary: Tensor  # (B, n_t) boundary strength of the target
     sample_boundary: Tensor  # (B, n_s)
@@ -35,19 +41,21 @@ class PairContext:
     sample_shape: tuple[int, int]  # (h_s, w_s) of the sample tokens
     target: Tensor  # (B, 3, H, W) the original target, full resolution
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
-    sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); segment mode only
-    used_seeds: Tensor | None = None  # (B, S', 2) seeds of earlier blocks, so later ones move on
+    sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlockOutput:
-    """What one block did, for pictures and losses."""
+    """What one block did (for pictures and losses) and what it passes on to the next."""
 
-    activation: Tensor  # (B, 1, H, W) in [0, 1]
-    gate: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel this block replaced
+    letter: str
+    activation: Tensor  # (B, 1, H, W) in [0, 1]; shading ops pass the last one on
+    gate: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel this block changed
     retrieved: Tensor  # (B, 3, H, W) what the block blended towards
-    seeds: Tensor | None = None  # (B, S, 2) (y, x) target seeds of segment retrieval, -1 unused
-    masks: Tensor | None = None  # (B, S, H, W) warped sample segments placed near the seeds
+    alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy; passed on
+    used_seeds: Tensor | None = None  # (B, S', 2) every seed so far; passed on
+    seeds: Tensor | None = None  # (B, S, 2) (y, x) this block's seeds, -1 unused
+    masks: Tensor | None = None  # (B, S, H, W) its warped sample components, as placed
     components: Tensor | None = None  # (B, S) the sample component label each seed pasted
     placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
 
@@ -55,6 +63,31 @@ class BlockOutput:
 def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
     """(B, 3, H, W) -> (B, H, W) graph boundary strength (adaptive sigma), batched stencil."""
     return grid_laplacian(image, connectivity=connectivity).boundary_strength()
+
+
+def cross_retrieve(ctx: PairContext) -> tuple[Tensor, Tensor]:
+    """Cross-attention retrieval: (B, n_t, 3) sample colours and the (B, n_t) activation in
+    [0, 1], masked by the target's boundary (the seed's activation)."""
+    out = ctx.cross(ctx.sample_values, ctx.sample_boundary)  # (B, n_t, 4)
+    act = out[..., 3].clamp_min(0) * ctx.target_boundary
+    act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
+    return out[..., :3], act
+
+
+def to_stream(tokens: Tensor, ctx: PairContext, shape: tuple[int, int]) -> Tensor:
+    """Per-token maps (B, n_t, C) at the working resolution -> (B, C, H, W) stream resolution."""
+    b, _, c = tokens.shape
+    maps = tokens.transpose(1, 2).reshape(b, c, *ctx.work_shape)
+    if tuple(ctx.work_shape) != tuple(shape):
+        maps = F.interpolate(maps, size=shape, mode="bilinear", align_corners=False)
+    return maps
+
+
+def self_attend(h: Tensor, ctx: PairContext) -> Tensor:
+    """Target self-attention over the residual stream: (B, n_t, C) at the working resolution."""
+    if tuple(ctx.work_shape) != tuple(h.shape[-2:]):
+        h = F.interpolate(h, size=ctx.work_shape, mode="area")
+    return ctx.self_attention(h.flatten(2).transpose(1, 2), ctx.target_boundary)
 
 
 class FFN(nn.Module):
@@ -97,6 +130,45 @@ class FFN(nn.Module):
         return out[:, :-1], out[:, -1:]
 
 
+class CrossAttention(nn.Module):
+    """'x': self + cross attention -> FFN -> `h = h + gate * delta`, gated by the activation."""
+
+    def __init__(self, config: ShaderConfig):
+        super().__init__()
+        a = config.attention
+        self.threshold = a.threshold
+        self.ffn = FFN(hidden=a.hidden, source="cross", gate_bias=a.gate_bias, learnable=a.trains)
+
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
+        shape = h.shape[-2:]
+        cross_out, act = cross_retrieve(ctx)
+        self_map = to_stream(self_attend(h, ctx), ctx, shape)  # (B, C, H, W)
+        cross_map = to_stream(cross_out, ctx, shape)  # (B, C, H, W)
+        act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
+        delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
+        gate = torch.sigmoid(gate_logit) * shading.activation_gate(act_map, self.threshold)
+        used = prev.used_seeds if prev is not None else None
+        record = BlockOutput("x", act_map, gate, cross_map, alpha=gate, used_seeds=used)
+        return h + gate * delta, record
+
+
+class SelfAttention(nn.Module):
+    """'s': target self-attention -> FFN -> `h = h + gate * delta` (no sample involved)."""
+
+    def __init__(self, config: ShaderConfig):
+        super().__init__()
+        a = config.attention
+        self.ffn = FFN(hidden=a.hidden, source="self", gate_bias=a.gate_bias, learnable=a.trains)
+
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
+        self_map = to_stream(self_attend(h, ctx), ctx, h.shape[-2:])  # (B, C, H, W)
+        act_map = torch.ones_like(h[:, :1])
+        delta, gate_logit = self.ffn(torch.cat([h, self_map, self_map, act_map], 1))
+        gate = torch.sigmoid(gate_logit)
+        record = BlockOutput("s", act_map, gate, self_map, **passed_on(prev))
+        return h + gate * delta, record
+
+
 def diverse_assignment(score: Tensor) -> Tensor:
     """Component per seed from scores (B, S, N): each component goes to the seed that wants
     it most; a seed that wins none keeps its own favourite. Batched, no loop over seeds."""
@@ -109,151 +181,98 @@ def diverse_assignment(score: Tensor) -> Tensor:
     return torch.where(has_win, won_score.argmax(2), best)
 
 
-class SpectralResBlock(nn.Module):
-    """One residual block: self/cross attention -> FFN -> `h = h + gate * delta`.
+class SegmentPaste(nn.Module):
+    """'c': the seed's retrieval. Activation -> seeds -> one whole sample component per seed
+    -> rigid warp toward empty target space -> gated paste. Holds no weights: it reads the
+    shader's cross attention from the context."""
 
-    Segment-retrieval lengths (nms_radius, radius, reach) are fractions of the target's
-    long side, so the defaults suit any image size.
-    """
-
-    def __init__(
-        self,
-        *,
-        mode: str = "cross",
-        dim: int,
-        qk_init: str = "identity",
-        learnable: bool = False,
-        kernel: str = "linear",
-        scale: float = 1.0,
-        chunk: int = 4096,
-        max_keys: int | None = None,
-        hidden: int = 32,
-        gate_bias: float = 2.0,
-        threshold: float = 0.2,
-        retrieval: str = "soft",
-        seeds: int = 4,
-        nms_radius: float = 0.08,
-        radius: float = 1.0,
-        reach: float = 0.25,
-        rotation: float | str = 90.0,
-        ink: str = "dark",
-    ):
+    def __init__(self, config: ShaderConfig):
         super().__init__()
-        if mode not in ("cross", "self"):
-            raise ValueError(f"block mode must be 'cross' or 'self', got {mode!r}")
-        if retrieval not in RETRIEVALS:
-            raise ValueError(f"retrieval must be one of {RETRIEVALS}, got {retrieval!r}")
-        if not (rotation == "align" or isinstance(rotation, (int, float))):
-            raise ValueError(f"rotation must be degrees or 'align', got {rotation!r}")
-        self.mode, self.threshold, self.retrieval = mode, threshold, retrieval
-        self.num_seeds, self.nms_radius, self.radius, self.reach = seeds, nms_radius, radius, reach
-        self.rotation, self.ink = rotation, ink
-        self.qk = QKProjection(dim=dim, init=qk_init, learnable=learnable, scale=scale)
-        self.self_qk = QKProjection(dim=dim, init=qk_init, learnable=learnable, scale=scale)
-        # the seed's raw low-rank form for eigenvector bases; an averaging (positive) map for
-        # descriptor tokens, whose raw products are not a transfer of functions
-        raw = qk_init in ("identity", "fmap")
-        self.attention = SpectralAttention(
-            kernel=kernel, chunk=chunk, max_keys=max_keys, positive=kernel == "linear" and not raw
-        )
-        self.self_attention = SpectralAttention(
-            kernel=kernel, chunk=chunk, max_keys=max_keys, positive=kernel == "linear"
-        )
-        self.ffn = FFN(hidden=hidden, source=mode, gate_bias=gate_bias, learnable=learnable)
-
-    def cross(self, ctx: PairContext) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-        """Cross-attention retrieval: (B, n_t, 3) sample colours, (B, n_t) activation in [0, 1],
-        and the (Q, K) it used, for the seeds' lazy rows."""
-        q, k = self.qk(ctx.f_t, ctx.f_s)
-        out = self.attention(q, k, ctx.sample_values, self.qk.scale, ctx.sample_boundary)
-        act = out[..., 3].clamp_min(0) * ctx.target_boundary  # seed: masked by target boundary
-        act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
-        return out[..., :3], act, (q, k)
-
-    def self_attend(self, h_work: Tensor, ctx: PairContext) -> Tensor:
-        """Target self-attention over the residual stream: (B, n_t, C)."""
-        q, k = self.self_qk(ctx.f_t, ctx.f_t)
-        return self.self_attention(q, k, h_work, self.self_qk.scale, ctx.target_boundary)
-
-    def forward(self, h: Tensor, ctx: PairContext, prev=None) -> tuple[Tensor, BlockOutput]:
-        b, c, height, width = h.shape
-        wh, ww = ctx.work_shape
-        resized = (wh, ww) != (height, width)
-        segment_mode = self.mode == "cross" and self.retrieval == "segments"
-        if segment_mode:  # the paste needs no self-attention and no FFN
-            self_out = h.new_zeros(b, wh * ww, c)
-        else:
-            h_work = F.interpolate(h, size=(wh, ww), mode="area") if resized else h
-            self_out = self.self_attend(h_work.flatten(2).transpose(1, 2), ctx)  # (B, n_t, C)
-        if self.mode == "cross":
-            cross_out, act, qk = self.cross(ctx)
-        else:
-            cross_out, act = self_out, torch.ones_like(self_out[..., 0])
-        maps = torch.cat([self_out, cross_out, act[..., None]], -1)  # (B, n_t, 2C + 1)
-        maps = maps.transpose(1, 2).reshape(b, -1, wh, ww)
-        if resized:
-            maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
-        self_map, cross_map, act_map = maps[:, :c], maps[:, c : 2 * c], maps[:, 2 * c :]
-        if segment_mode:
-            return self.paste_segments(h, act_map, ctx, qk)
-        delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
-        gate = torch.sigmoid(gate_logit)
-        if self.mode == "cross":
-            gate = gate * shading.activation_gate(act_map, self.threshold)
-        h = h + gate * delta
-        return h, BlockOutput(activation=act_map, gate=gate, retrieved=cross_map)
+        self.paste, self.threshold = config.paste, config.attention.threshold
 
     @torch.no_grad()
-    def paste_segments(self, h: Tensor, act_map: Tensor, ctx: PairContext, qk):
-        """Seeds -> one sample component each -> rigid warp toward void -> gated paste."""
-        b, _, height, width = h.shape
-        hs, ws = ctx.sample.shape[-2:]
-        side = max(height, width)
-        nms = max(1, round(self.nms_radius * side))
-        radius, reach = self.radius * side, self.reach * side
-        act = act_map[:, 0]
-        if ctx.used_seeds is not None:  # later passes seed away from every earlier seed
-            used = ctx.used_seeds
-            near = shading.point_distances(used, (height, width)) <= nms  # (B, S', H, W)
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
+        shape = h.shape[-2:]
+        _, act = cross_retrieve(ctx)
+        act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
+        used = prev.used_seeds if prev is not None else None
+        seeds = self.seeds(act_map[:, 0], used)  # (B, S, 2)
+        valid = seeds[..., 0] >= 0  # (B, S)
+        picked = self.choose_components(seeds, valid, ctx, shape)  # (B, S)
+        masks = (segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]).float()
+        src, dest, angle = self.place(h, seeds, masks)
+        warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, ctx)
+        used = seeds if used is None else torch.cat([used, seeds], 1)
+        record = BlockOutput(
+            "c",
+            act_map,
+            alpha,
+            colour,
+            alpha=alpha,
+            used_seeds=used,
+            seeds=seeds,
+            masks=warped[:, :, 3],
+            components=torch.where(valid, picked, torch.zeros_like(picked)),
+            placements=torch.cat([src, dest, angle[..., None]], -1),
+        )
+        return shading.blend(h, colour.clamp(0, 1), alpha), record
+
+    def seeds(self, act: Tensor, used: Tensor | None) -> Tensor:
+        """Non-maximum-suppressed activation peaks (B, S, 2), away from every earlier seed."""
+        side = max(act.shape[-2:])
+        nms = max(1, round(self.paste.nms_radius * side))
+        if used is not None:
+            near = shading.point_distances(used, act.shape[-2:]) <= nms  # (B, S', H, W)
             near = near & (used[..., 0] >= 0)[..., None, None]
             act = act * (~near.any(1)).float()
-        seeds = segments.select_seeds(act, self.num_seeds, nms, self.threshold)
-        valid = seeds[..., 0] >= 0  # (B, S)
-        # lazy attention rows for the seeds only, at the working resolution
+        return segments.select_seeds(act, self.paste.seeds, nms, self.threshold)
+
+    def choose_components(self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape) -> Tensor:
+        """One sample ink component per seed (B, S): the mean of the seed's lazy attention row
+        over each component, assigned so that seeds spread over components."""
+        b = seeds.shape[0]
+        height, width = shape
         wh, ww = ctx.work_shape
         sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
         sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
-        q, k = qk
-        rows = self.attention.rows(q, k, self.qk.scale, sy * ww + sx)  # (B, S, n_s)
-        rows = rows.reshape(b, -1, *ctx.sample_shape)
-        if tuple(ctx.sample_shape) != (hs, ws):
-            rows = F.interpolate(rows, size=(hs, ws), mode="nearest")
+        rows = ctx.cross.rows(sy * ww + sx).reshape(b, -1, *ctx.sample_shape)  # (B, S, h_s, w_s)
+        if tuple(ctx.sample_shape) != tuple(ctx.sample.shape[-2:]):
+            rows = F.interpolate(rows, size=ctx.sample.shape[-2:], mode="nearest")
         rows = rows.float()
-        # boundary-weighted pick, per component: mean attention over each ink component
         labels = ctx.sample_labels  # (B, H_s, W_s), 0 = no ink
         count = int(labels.max()) + 1
         flat = labels.flatten(1)[:, None].expand(-1, rows.shape[1], -1)  # (B, S, n_s)
-        zeros = rows.new_zeros(b, rows.shape[1], count)
-        mass = zeros.scatter_add_(2, flat, rows.flatten(2))
+        mass = rows.new_zeros(b, rows.shape[1], count).scatter_add_(2, flat, rows.flatten(2))
         area = rows.new_zeros(b, 1, count).scatter_add_(
             2, flat[:, :1], torch.ones_like(rows[:, :1].flatten(2))
         )
         score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
         score[..., 0] = -torch.inf  # background is never pasted
-        score = score.masked_fill(~valid[..., None], -torch.inf)  # unused seed slots bid nothing
-        picked = diverse_assignment(score)  # (B, S): ONE component per seed, spread over seeds
-        masks = (segments.component_masks(labels, picked) & valid[..., None, None]).float()
-        # rigid warp: rotate about the component's centroid, land it in nearby empty space
-        src = segments.mask_centroid(masks)  # (B, S, 2)
-        ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)
-        extent = segments.mask_extent(masks, src) + 0.03 * side  # (B, S) radius + margin
-        dest = shading.toward_void(seeds, shading.void_distance(ink), reach, extent).float()
-        if self.rotation == "align":  # principal axis along the target's local line work
+        score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
+        return diverse_assignment(score)
+
+    def place(self, h: Tensor, seeds: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Where each component goes: its centroid (B, S, 2), a destination in nearby empty
+        space where its footprint fits (B, S, 2), and a rotation (B, S) radians."""
+        side = max(h.shape[-2:])
+        src = segments.mask_centroid(masks)
+        ink = shading.ink_mask(h, boundary_strength(h), ink=self.paste.ink)
+        extent = segments.mask_extent(masks, src) + 0.03 * side  # radius + margin
+        void = shading.void_distance(ink)
+        dest = shading.toward_void(seeds, void, self.paste.reach * side, extent).float()
+        if self.paste.rotation == "align":  # principal axis along the target's line work
             target_dir = segments.local_orientation(ink.float(), seeds.clamp_min(0).float(), 4.0)
             angle = target_dir - segments.mask_orientation(masks)
         else:
-            angle = torch.full_like(src[..., 0], math.radians(float(self.rotation)))
-        matte = segments.component_matte(ctx.sample, masks, labels)  # (B, S, H_s, W_s) soft alpha
+            angle = torch.full_like(src[..., 0], math.radians(float(self.paste.rotation)))
+        return src, dest, angle
+
+    def composite(self, h, seeds, masks, src, dest, angle, ctx: PairContext):
+        """Warp each matted component into place and merge them: the warped layers
+        (B, S, 4, H, W), the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
+        b = h.shape[0]
+        height, width = h.shape[-2:]
+        matte = segments.component_matte(ctx.sample, masks, ctx.sample_labels)  # (B, S, Hs, Ws)
         layers = torch.cat([ctx.sample[:, None] * matte[:, :, None], matte[:, :, None]], 2)
         warped = segments.rigid_warp(
             layers.flatten(0, 1),
@@ -264,72 +283,84 @@ class SpectralResBlock(nn.Module):
         ).view(b, -1, 4, height, width)  # premultiplied colour (3) + alpha (1)
         # locality exp(-dist / radius) around each seed, relative to the paste's nearest
         # point: opaque where it lands, fading with distance beyond it
+        radius = self.paste.radius * max(height, width)
         local = shading.locality_gate(seeds, (height, width), radius)  # (B, S, H, W)
         on = warped[:, :, 3] > 0.25
         nearest = local.masked_fill(~on, 0).amax((-2, -1), keepdim=True)
         gate_s = (local / nearest.clamp_min(1e-6)).clamp_max(1)
-        alpha_s = warped[:, :, 3] * gate_s  # (B, S, H, W)
-        alpha = alpha_s.amax(1, keepdim=True).clamp(0, 1)  # (B, 1, H, W)
+        alpha = (warped[:, :, 3] * gate_s).amax(1, keepdim=True).clamp(0, 1)  # (B, 1, H, W)
         premult = (gate_s[:, :, None] * warped[:, :, :3]).sum(1)
         colour = premult / (gate_s * warped[:, :, 3]).sum(1, keepdim=True).clamp_min(1e-6)
-        h = shading.blend(h, colour.clamp(0, 1), alpha)
-        placements = torch.cat([src, dest, angle[..., None]], -1)
-        picked = torch.where(valid, picked, torch.zeros_like(picked))
-        return h, BlockOutput(
-            act_map, alpha, colour, seeds, warped[:, :, 3], components=picked, placements=placements
-        )
+        return warped, colour, alpha
 
 
-def op_output(h: Tensor, out: Tensor, prev: BlockOutput | None) -> tuple[Tensor, BlockOutput]:
-    """An op's result: its gate is how much each pixel changed; the activation passes through."""
+def passed_on(prev: BlockOutput | None) -> dict:
+    """The fields a block hands on unchanged when it neither copies nor seeds."""
+    if prev is None:
+        return {}
+    return dict(alpha=prev.alpha, used_seeds=prev.used_seeds)
+
+
+def op_output(letter: str, h: Tensor, out: Tensor, prev: BlockOutput | None):
+    """A shading op's result: its gate is how much each pixel changed; the activation, the
+    latest copy's alpha and the seeds pass through."""
     gate = (out - h).abs().amax(1, keepdim=True).clamp(0, 1)
     act = prev.activation if prev is not None else gate
-    return out, BlockOutput(activation=act, gate=gate, retrieved=out)
+    return out, BlockOutput(letter, act, gate, out, **passed_on(prev))
 
 
 class Thicken(nn.Module):
-    """Heat-kernel dilation of the ink the previous block touched or activated ('t')."""
+    """'t': heat-kernel dilation of the ink that was copied or activated."""
 
-    def __init__(
-        self, *, time: float = 2.0, level: float = 0.3, threshold: float = 0.2, ink: str = "dark"
-    ):
+    def __init__(self, config: ShaderConfig):
         super().__init__()
-        self.time, self.level, self.threshold, self.ink = time, level, threshold, ink
+        self.time, self.threshold = config.shading.thicken_time, config.attention.threshold
+        self.ink = config.paste.ink
 
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None = None):
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)[:, None]
         if prev is not None:
-            ink = ink & ((prev.gate > 0.5) | (prev.activation > self.threshold))
-        return op_output(h, shading.thicken(h, ink, self.time, self.level), prev)
+            copied = prev.alpha > 0.5 if prev.alpha is not None else torch.zeros_like(ink)
+            ink = ink & (copied | (prev.activation > self.threshold))
+        return op_output("t", h, shading.thicken(h, ink, self.time), prev)
 
 
 class Shadow(nn.Module):
-    """Drop shadow under what the previous block pasted ('h')."""
+    """'h': drop shadow under what was copied."""
 
-    def __init__(self, *, offset: tuple[int, int] = (3, 3), darkness: float = 0.5, softness=1.5):
+    def __init__(self, config: ShaderConfig):
         super().__init__()
-        self.offset, self.darkness, self.softness = tuple(offset), darkness, softness
+        self.offset = tuple(config.shading.shadow_offset)
+        self.darkness = config.shading.shadow_darkness
 
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None = None):
-        alpha = prev.gate if prev is not None else torch.zeros_like(h[:, :1])
-        return op_output(
-            h, shading.shadow(h, alpha, self.offset, self.darkness, self.softness), prev
-        )
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
+        alpha = prev.alpha if prev is not None and prev.alpha is not None else h[:, :1] * 0
+        return op_output("h", h, shading.shadow(h, alpha, self.offset, self.darkness), prev)
 
 
-class Annihilate(nn.Module):
-    """Fuzz annihilator ('f'): revert transferred fragments smaller than `min_area` pixels."""
+class FuzzAnnihilator(nn.Module):
+    """'f': revert transferred fragments smaller than `min_area` pixels, so what stays is crisp."""
 
-    def __init__(self, *, min_area: int = 12, tolerance: float = 0.05):
+    def __init__(self, config: ShaderConfig):
         super().__init__()
-        self.min_area, self.tolerance = min_area, tolerance
+        self.min_area = config.paste.min_area
 
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None = None):
-        changed = (h - ctx.target).abs().amax(1) > self.tolerance  # (B, H, W)
+    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
+        changed = (h - ctx.target).abs().amax(1) > 0.05  # (B, H, W) transferred pixels
         keep = torch.stack(
             [
                 segments.annihilate_fuzz(segments.components(m), min_area=self.min_area) > 0
                 for m in changed
             ]
         )
-        return op_output(h, torch.where((changed & ~keep)[:, None], ctx.target, h), prev)
+        return op_output("f", h, torch.where((changed & ~keep)[:, None], ctx.target, h), prev)
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "c": SegmentPaste,
+    "x": CrossAttention,
+    "s": SelfAttention,
+    "t": Thicken,
+    "h": Shadow,
+    "f": FuzzAnnihilator,
+}

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spectral_resnet import viz
 from spectral_resnet.io import ImageError, load_image, save_image
+from spectral_resnet.config import ShaderConfig
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -74,10 +75,34 @@ def build(node: DictConfig, what: str, **kwargs):
         raise UsageError(f"{what} config: {cause}") from None
 
 
+def model_overrides() -> set[str]:
+    """The model options set on this run's command line, as dotted names ("spectrum.k")."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = HydraConfig.get().overrides.task
+    except ValueError:  # not running under @hydra.main (e.g. the compose API)
+        return set()
+    names = (item.split("=", 1)[0].lstrip("+~") for item in task)
+    return {n.removeprefix("model.") for n in names if n.startswith("model.")}
+
+
+def shader_config(node: DictConfig) -> ShaderConfig:
+    """The composed `model` node as a ShaderConfig; a bad value is one UsageError."""
+    try:
+        return OmegaConf.to_object(node)
+    except ValueError as err:
+        raise UsageError(f"model config: {err}") from None
+
+
 def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
-    shader = build(cfg.model, "model")
+    """The configured shader, or the model a checkpoint was trained with (its architecture
+    fixed; runtime options such as pattern, work_size and paste.* from the config)."""
+    config = shader_config(cfg.model)
     if cfg.ckpt:
-        shader.load_checkpoint(cfg.ckpt)
+        shader = SpectralShader.from_checkpoint(cfg.ckpt, config, model_overrides())
+    else:
+        shader = SpectralShader(config)
     return shader.to(device).eval()
 
 
@@ -87,9 +112,8 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
     pictures = {f"{prefix}.png": out.image[0]}
     for i, act in enumerate(out.activations):
         pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = viz.heatmap(act[0, 0])
-    segment_blocks = [i for i, m in enumerate(out.masks) if m is not None]
-    masks = torch.cat([out.masks[i][0] for i in segment_blocks]) if segment_blocks else None
-    seeds = torch.cat([out.seeds[i][0] for i in segment_blocks]) if segment_blocks else None
+    masks = out.masks[0] if out.masks is not None else None
+    seeds = out.seeds[0] if out.seeds is not None else None
     pictures[f"{prefix}_seeds.png"] = viz.overlay(out.image[0], masks, seeds)
     pictures[f"{prefix}_sheet.png"] = viz.contact_sheet(
         [
@@ -145,7 +169,7 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 "output": f"{name}_{shader.pattern}.png",
                 "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
                 "eigensolver_residuals": out.residuals,
-                "seeds": [s[0].tolist() for s in out.seeds if s is not None],
+                "seeds": [b.seeds[0].tolist() for b in out.pastes],
             }
         )
 

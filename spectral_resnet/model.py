@@ -1,9 +1,11 @@
-"""SpectralShader: a pattern string -> a stack of spectral residual blocks; ShaderOutput."""
+"""SpectralShader: a ShaderConfig -> a stack of residual blocks; ShaderOutput; checkpoints."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -11,33 +13,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet import segments, shading
-from spectral_resnet.attention import INVARIANT_FEATURES, QK_INITS, feature_dim, token_features
-from spectral_resnet.blocks import (
-    Annihilate,
-    BlockOutput,
-    PairContext,
-    Shadow,
-    SpectralResBlock,
-    Thicken,
+from spectral_resnet.attention import (
+    ProjectedAttention,
+    QKProjection,
+    SpectralAttention,
+    feature_dim,
+    token_features,
 )
+from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
+from spectral_resnet.config import ARCHITECTURE, ShaderConfig
 from spectral_resnet.fmap import aligned_sample_basis
-from spectral_resnet.spectral import Spectrum, compute_spectrum
+from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
 
-BLOCK_LETTERS = {
-    "c": "cross",  # cross-attention block: copy from the sample
-    "s": "self",  # self-attention block: smooth along the target's own graph
-    "t": "thicken",  # heat-kernel dilation of the active ink
-    "h": "shadow",  # drop shadow under what the previous block pasted
-    "f": "fuzz",  # fuzz annihilator: revert specks of transferred content
-}
-DEFAULT_FEATURES = {
-    "identity": ("evecs",),
-    "fmap": ("evecs",),
-    "descriptor": ("hks", "wks"),
-    "random": INVARIANT_FEATURES,
-    "learned": INVARIANT_FEATURES,
-}
+BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
 
 
 class CheckpointError(ValueError):
@@ -49,15 +38,29 @@ class ShaderOutput:
     """The shaded image and what every block did."""
 
     image: Tensor  # (B, 3, H, W) in [0, 1]
-    activations: list[Tensor] = field(default_factory=list)  # per block (B, 1, H, W)
-    gates: list[Tensor] = field(default_factory=list)  # per block (B, 1, H, W)
-    retrieved: list[Tensor] = field(default_factory=list)  # per block (B, 3, H, W)
-    seeds: list[Tensor | None] = field(default_factory=list)  # per block (B, S, 2) or None
-    masks: list[Tensor | None] = field(default_factory=list)  # per block (B, S, H, W) or None
-    components: list[Tensor | None] = field(default_factory=list)  # per block (B, S) labels
-    placements: list[Tensor | None] = field(default_factory=list)  # per block (B, S, 5)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: spectra, attention, ...
+    blocks: list[BlockOutput] = field(default_factory=list)  # one record per block
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: spectra, blocks, ...
     residuals: dict[str, float] = field(default_factory=dict)  # worst ||Lv - lambda v||
+
+    @property
+    def activations(self) -> list[Tensor]:
+        """Per block (B, 1, H, W)."""
+        return [b.activation for b in self.blocks]
+
+    @property
+    def pastes(self) -> list[BlockOutput]:
+        """The records of the paste ('c') blocks."""
+        return [b for b in self.blocks if b.seeds is not None]
+
+    @property
+    def seeds(self) -> Tensor | None:
+        """Every paste block's seeds (B, S_total, 2) (y, x), -1 unused; None without pastes."""
+        return torch.cat([b.seeds for b in self.pastes], 1) if self.pastes else None
+
+    @property
+    def masks(self) -> Tensor | None:
+        """Every paste block's placed component masks (B, S_total, H, W); None without pastes."""
+        return torch.cat([b.masks for b in self.pastes], 1) if self.pastes else None
 
 
 def work_shape(shape: tuple[int, int], work_size: int | None) -> tuple[int, int]:
@@ -69,180 +72,123 @@ def work_shape(shape: tuple[int, int], work_size: int | None) -> tuple[int, int]
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def check_pattern(pattern: str, letters) -> str:
+def check_pattern(pattern: str) -> str:
     """A non-empty string of known block letters, or a ValueError naming the bad ones."""
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(
-            f"pattern must be a non-empty string of {sorted(letters)}, got {pattern!r}"
-        )
-    bad = sorted(set(pattern) - set(letters))
+        raise ValueError(f"pattern must be a non-empty string of {sorted(BLOCKS)}, got {pattern!r}")
+    bad = sorted(set(pattern) - set(BLOCKS))
     if bad:
         raise ValueError(
             f"unknown pattern letter(s) {bad} in {pattern!r}; known: "
-            + ", ".join(f"{k}={v}" for k, v in letters.items())
+            + ", ".join(f"{k}={v}" for k, v in BLOCK_LETTERS.items())
         )
     return pattern
+
+
+def resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Area-downsample (B, C, H, W) to `shape`, or return it as it is."""
+    return F.interpolate(image, size=shape, mode="area") if shape != image.shape[-2:] else image
 
 
 class SpectralShader(nn.Module):
     """Copies structure from a sample onto a target through a stack of spectral residual blocks.
 
-    shader = SpectralShader(pattern="cccc", qk_init="fmap", kernel="linear", k=16)
+    shader = SpectralShader(ShaderConfig(pattern="cccc"))
     out = shader(target, sample)        # (B, 3, H, W) tensors in [0, 1]; out.image
+
+    The Q/K projections belong to the shader, not to a block: every cross block attends
+    with the same (learned or hand-designed) similarity, and blocks differ only in what
+    they do with it, so a checkpoint trained on one pattern drives any other.
     """
 
-    def __init__(
-        self,
-        *,
-        pattern: str = "cccc",
-        qk_init: str = "fmap",
-        kernel: str = "linear",
-        k: int = 16,
-        learnable: bool | None = None,
-        features: tuple[str, ...] | None = None,
-        eigensolver: str = "auto",
-        connectivity: int = 4,
-        sigma: float | None = None,
-        sigma_scale: float = 1.0,
-        work_size: int | None = None,
-        chunk: int = 4096,
-        max_keys: int | None = None,
-        hidden: int = 32,
-        gate_bias: float = 2.0,
-        threshold: float = 0.2,
-        softmax_scale: float = 10.0,
-        refresh_target: bool = False,
-        cache: bool = True,
-        retrieval: str = "segments",
-        seeds: int = 4,
-        nms_radius: float = 0.08,
-        radius: float = 1.0,
-        reach: float = 0.25,
-        rotation: float | str = 90.0,
-        ink: str = "dark",
-        min_area: int = 12,
-        thicken_time: float = 2.0,
-        shadow_offset: tuple[int, int] = (3, 3),
-        shadow_darkness: float = 0.5,
-    ):
+    def __init__(self, config: ShaderConfig | None = None):
         super().__init__()
-        self.pattern = check_pattern(pattern, BLOCK_LETTERS)
-        if qk_init not in QK_INITS:
-            raise ValueError(f"unknown qk_init {qk_init!r}; choose one of {QK_INITS}")
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be an integer >= 2, got {k!r}")
-        if sigma is not None and not sigma > 0:
-            raise ValueError(f"sigma must be positive (or None for adaptive), got {sigma}")
-        self.qk_init, self.kernel, self.k = qk_init, kernel, k
-        self.features = tuple(features) if features is not None else DEFAULT_FEATURES[qk_init]
-        if qk_init in ("identity", "fmap") and self.features != ("evecs",):
-            raise ValueError(f"qk_init={qk_init!r} works on raw eigenvectors: features=('evecs',)")
-        self.learnable = (qk_init == "learned") if learnable is None else learnable
-        self.eigensolver, self.work_size = eigensolver, work_size
-        self.graph_options = dict(connectivity=connectivity, sigma=sigma, sigma_scale=sigma_scale)
-        self.refresh_target, self.cache = refresh_target, cache
-        self.ink, self.min_area = ink, min_area
-        self.needs_components = retrieval == "segments" and "c" in self.pattern
-        block_options = dict(
-            dim=feature_dim(self.features, k),
-            qk_init=qk_init,
-            learnable=self.learnable,
-            kernel=kernel,
-            scale=softmax_scale if kernel == "softmax" else 1.0,
-            chunk=chunk,
-            max_keys=max_keys,
-            hidden=hidden,
-            gate_bias=gate_bias,
-            threshold=threshold,
-            retrieval=retrieval,
-            seeds=seeds,
-            nms_radius=nms_radius,
-            radius=radius,
-            reach=reach,
-            rotation=rotation,
-            ink=ink,
-        )
-        makers = {
-            "c": lambda: SpectralResBlock(mode="cross", **block_options),
-            "s": lambda: SpectralResBlock(mode="self", **block_options),
-            "t": lambda: Thicken(time=thicken_time, threshold=threshold, ink=ink),
-            "h": lambda: Shadow(offset=shadow_offset, darkness=shadow_darkness),
-            "f": lambda: Annihilate(min_area=min_area),
-        }
-        self.blocks = nn.ModuleList(makers[letter]() for letter in self.pattern)
+        self.config = config = config if config is not None else ShaderConfig()
+        self.pattern = check_pattern(config.pattern)
+        a = config.attention
+        self.features = a.token_features
+        dim = feature_dim(self.features, config.spectrum.k)
+        raw = a.qk_init in ("identity", "fmap")  # the seed's low-rank form on eigenvectors
+        scale = a.softmax_scale if a.kernel == "softmax" else 1.0
+        kernel = dict(kernel=a.kernel, chunk=a.chunk, max_keys=a.max_keys)
+        self.qk = QKProjection(dim=dim, init=a.qk_init, learnable=a.trains, scale=scale)
+        # a positive (averaging) feature map for tokens whose raw products are not a
+        # transfer of functions; the raw form for eigenvector bases
+        self.cross_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear" and not raw)
+        self.self_qk = None
+        if set(self.pattern) & {"x", "s"}:  # target self-attention feeds the soft blocks
+            self.self_qk = QKProjection(dim=dim, init=a.qk_init, learnable=a.trains, scale=scale)
+            self.self_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear")
+        self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)
 
-    # ------------------------------------------------------------------ spectra and tokens
+    # ------------------------------------------------------------------ spectra and context
 
     def spectrum(self, image: Tensor) -> Spectrum:
         """Spectrum of one (3, h, w) image, cached; float32 on the image's device."""
-        spec = compute_spectrum(
-            image.detach(),
-            k=self.k,
-            method=self.eigensolver,
-            cache=self.cache,
-            **self.graph_options,
-        )
-        return spec.to(image.device, torch.float32)
+        return self.config.spectrum.compute(image.detach()).to(image.device, torch.float32)
 
-    def context(self, target: Tensor, sample: Tensor, timings: dict) -> tuple[PairContext, dict]:
-        """Spectra (cached) and tokens of a (target, sample) batch at the working resolution."""
-        t_shape = work_shape(target.shape[-2:], self.work_size)
-        s_shape = work_shape(sample.shape[-2:], self.work_size)
-        t_img = (
-            F.interpolate(target, size=t_shape, mode="area")
-            if t_shape != target.shape[-2:]
-            else target
-        )
-        s_img = (
-            F.interpolate(sample, size=s_shape, mode="area")
-            if s_shape != sample.shape[-2:]
-            else sample
-        )
+    def pair_context(
+        self, target: Tensor, sample: Tensor, stats: dict | None = None
+    ) -> PairContext:
+        """Spectra (cached), tokens and projected attention of a (target, sample) batch at the
+        working resolution. stats, if given, collects timings and eigensolver residuals."""
+        stats = {} if stats is None else stats
+        t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
+        s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
         start = time.perf_counter()
         t_specs = [self.spectrum(img) for img in t_img]
         s_specs = [self.spectrum(img) for img in s_img]
-        timings["spectra"] = timings.get("spectra", 0.0) + time.perf_counter() - start
-        timings["eigensolve"] = timings.get("eigensolve", 0.0) + sum(
+        stats["spectra"] = stats.get("spectra", 0.0) + time.perf_counter() - start
+        stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
             s.seconds for s in t_specs + s_specs
         )
-        f_t, f_s = [], []
-        for ts, ss, ti, si in zip(t_specs, s_specs, t_img, s_img):
-            f_t.append(token_features(ts, ti, self.features))
-            if self.qk_init == "fmap":
-                f_s.append(aligned_sample_basis(ss, ts, si, ti).float())
-            else:
-                f_s.append(token_features(ss, si, self.features))
-        sample_values = torch.cat(
-            [s_img.flatten(2), torch.stack([s.boundary for s in s_specs])[:, None]], 1
-        ).transpose(1, 2)
-        ctx = PairContext(
-            f_t=torch.stack(f_t),
-            f_s=torch.stack(f_s),
-            sample_values=sample_values,
-            target_boundary=torch.stack([s.boundary for s in t_specs]),
-            sample_boundary=torch.stack([s.boundary for s in s_specs]),
-            work_shape=tuple(t_shape),
-            sample_shape=tuple(s_shape),
-            target=target,
-            sample=sample,
-            sample_labels=self.sample_components(sample) if self.needs_components else None,
-        )
-        residuals = {
+        stats["residuals"] = {
             "target": max(float(s.residuals.max()) for s in t_specs),
             "sample": max(float(s.residuals.max()) for s in s_specs),
         }
-        return ctx, residuals
+        f_t = torch.stack(
+            [token_features(s, img, self.features) for s, img in zip(t_specs, t_img)]
+        )
+        if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
+            f_s = torch.stack(
+                [
+                    aligned_sample_basis(ss, ts, si, ti).float()
+                    for ss, ts, si, ti in zip(s_specs, t_specs, s_img, t_img)
+                ]
+            )
+        else:
+            f_s = torch.stack(
+                [token_features(s, img, self.features) for s, img in zip(s_specs, s_img)]
+            )
+        s_boundary = torch.stack([s.boundary for s in s_specs])  # (B, n_s)
+        self_attention = None
+        if self.self_qk is not None:
+            self_attention = ProjectedAttention(
+                *self.self_qk(f_t, f_t), self.self_qk.scale, self.self_kernel
+            )
+        return PairContext(
+            cross=ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel),
+            self_attention=self_attention,
+            sample_values=torch.cat([s_img.flatten(2), s_boundary[:, None]], 1).transpose(1, 2),
+            target_boundary=torch.stack([s.boundary for s in t_specs]),
+            sample_boundary=s_boundary,
+            work_shape=tuple(t_img.shape[-2:]),
+            sample_shape=tuple(s_img.shape[-2:]),
+            target=target,
+            sample=sample,
+            sample_labels=self.sample_components(sample) if "c" in self.pattern else None,
+        )
 
     def sample_components(self, sample: Tensor) -> Tensor:
         """Ink components of each sample (B, H_s, W_s): strokes split from their halo by
         cutting weak graph edges, specks annihilated. One component = one paste."""
         op = grid_laplacian(sample, connectivity=8)
-        ink = shading.ink_mask(sample, op.boundary_strength(), ink=self.ink)
+        ink = shading.ink_mask(sample, op.boundary_strength(), ink=self.config.paste.ink)
         labels = []
         for i in range(sample.shape[0]):
             weights = [w[i] for w in op.weights]
             raw = segments.components(ink[i], connectivity=8, edge_weights=weights, min_weight=0.5)
-            labels.append(segments.annihilate_fuzz(raw, min_area=self.min_area))
+            labels.append(segments.annihilate_fuzz(raw, min_area=self.config.paste.min_area))
         return torch.stack(labels)
 
     @staticmethod
@@ -257,7 +203,7 @@ class SpectralShader(nn.Module):
             )
         return target, sample
 
-    # ------------------------------------------------------------------ forward
+    # ------------------------------------------------------------------ forward and match
 
     def forward(
         self,
@@ -272,103 +218,140 @@ class SpectralShader(nn.Module):
         start: the residual stream's initial value (default: the target itself); training
         starts from a degraded target so the blocks must restore it from the sample.
         progress: called with the block index after each block (progress bars).
-        context: a PairContext from `self.context(target, sample, ...)`, to reuse it.
+        context: a PairContext from `self.pair_context(target, sample)`, to reuse it.
         """
         target, sample = self.check_pair(target, sample)
         began = time.perf_counter()
-        timings: dict[str, float] = {}
-        if context is None:
-            ctx, residuals = self.context(target, sample, timings)
-        else:
-            ctx, residuals = context, {}
-            timings.update(spectra=0.0, eigensolve=0.0)
-        out = ShaderOutput(image=target, timings=timings, residuals=residuals)
+        stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}}
+        ctx = context if context is not None else self.pair_context(target, sample, stats)
         h = target if start is None else start  # (B, 3, H, W) residual stream
-        attention_time, info, used = 0.0, None, None
+        record: BlockOutput | None = None
+        records, block_time = [], 0.0
         for i, block in enumerate(self.blocks):
-            if i > 0 and self.refresh_target:  # the target changed: re-embed it
-                ctx, _ = self.context(h.clamp(0, 1), sample, timings)
-                ctx.target = target
-            ctx.used_seeds = used
+            if i > 0 and self.config.refresh_target:  # the target changed: re-embed it
+                ctx = replace(self.pair_context(h.clamp(0, 1), sample, stats), target=target)
             t0 = time.perf_counter()
-            h, info = block(h, ctx, info)
-            if info.seeds is not None:
-                used = info.seeds if used is None else torch.cat([used, info.seeds], 1)
-            attention_time += time.perf_counter() - t0
-            self._record(out, info)
+            h, record = block(h, ctx, record)
+            block_time += time.perf_counter() - t0
+            records.append(record)
             if progress is not None:
                 progress(i)
-        out.image = h.clamp(0, 1)
-        timings["blocks"] = attention_time
-        timings["total"] = time.perf_counter() - began
-        timings["rest"] = timings["total"] - timings["spectra"] - attention_time
-        return out
-
-    @staticmethod
-    def _record(out: ShaderOutput, info: BlockOutput) -> None:
-        out.activations.append(info.activation)
-        out.gates.append(info.gate)
-        out.retrieved.append(info.retrieved)
-        out.seeds.append(info.seeds)
-        out.masks.append(info.masks)
-        out.components.append(info.components)
-        out.placements.append(info.placements)
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Load learned weights from a train.py (Lightning) checkpoint, with strict key checks."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} not found")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file") from None
-        state = blob.get("state_dict") if isinstance(blob, dict) else None
-        if not isinstance(state, dict):
-            raise CheckpointError(
-                f"checkpoint {path} has no state_dict; expected one from train.py"
-            )
-        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or reshaped:
-            parts = [
-                f"{label} {keys[:3]}{'...' if len(keys) > 3 else ''}"
-                for label, keys in (
-                    ("missing", missing),
-                    ("unexpected", unexpected),
-                    ("shape", reshaped),
-                )
-                if keys
-            ]
-            raise CheckpointError(
-                f"checkpoint {path} was trained for another architecture than pattern="
-                f"{self.pattern!r}, qk_init={self.qk_init!r}, k={self.k}: {'; '.join(parts)}. "
-                "Pass the model options it was trained with."
-            )
-        self.load_state_dict(state, strict=True)
+        total = time.perf_counter() - began
+        timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
+        timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)
+        return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"])
 
     @torch.no_grad()
     def match(self, target: Tensor, sample: Tensor) -> Tensor:
-        """For every target pixel, the (x, y) sample pixel of its attention argmax in the first
-        cross block: (B, H_t, W_t, 2), in full-resolution sample coordinates."""
+        """For every target pixel, the (x, y) sample pixel of its cross-attention argmax:
+        (B, H_t, W_t, 2), in full-resolution sample coordinates, at any input size."""
         target, sample = self.check_pair(target, sample)
-        blocks = [b for b in self.blocks if getattr(b, "mode", None) == "cross"]
-        if not blocks:
-            raise ValueError(f"pattern {self.pattern!r} has no cross block to match with")
-        ctx, _ = self.context(target, sample, {})
-        block = blocks[0]
-        q, k = block.qk(ctx.f_t, ctx.f_s)
-        index = block.attention.argmax(q, k, block.qk.scale)  # (B, n_t)
+        ctx = self.pair_context(target, sample)
+        index = ctx.cross.argmax()  # (B, n_t)
         hs, ws = ctx.sample_shape
         xy = torch.stack([index % ws, index // ws], -1).float()  # (B, n_t, 2) work-res sample
         scale = torch.tensor([sample.shape[-1] / ws, sample.shape[-2] / hs], device=xy.device)
-        xy = (xy + 0.5) * scale - 0.5
-        h, w = ctx.work_shape
-        grid = xy.reshape(-1, h, w, 2)
-        if (h, w) != tuple(target.shape[-2:]):
+        grid = ((xy + 0.5) * scale - 0.5).reshape(-1, *ctx.work_shape, 2)
+        if tuple(ctx.work_shape) != tuple(target.shape[-2:]):
             grid = F.interpolate(grid.permute(0, 3, 1, 2), size=target.shape[-2:], mode="nearest")
             grid = grid.permute(0, 2, 3, 1)
         return grid
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config and the weights (kilobytes), atomically: what from_checkpoint reads."""
+        path = Path(path)
+        blob = {"shader_config": self.config.to_dict(), "state_dict": self.state_dict()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(blob, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, config: ShaderConfig | None = None, overrides=()
+    ) -> SpectralShader:
+        """Rebuild the model a checkpoint (train.py's, or `save()`'s) was trained with.
+
+        config: runtime options to use instead of the checkpoint's (pattern, work_size,
+        paste, ...); its ARCHITECTURE fields are replaced by the checkpoint's. overrides:
+        the dotted option names the caller set explicitly: an architecture option among
+        them that differs from the checkpoint's value is a CheckpointError.
+        """
+        saved, state = read_checkpoint(path)
+        if config is None:
+            config = saved
+        else:
+            merged = config.to_dict()
+            for name in ARCHITECTURE:
+                group, key = name.split(".")
+                value = saved.get(name)
+                if name in overrides and config.get(name) != value:
+                    raise CheckpointError(
+                        f"model.{name}={config.get(name)!r} changes the architecture of checkpoint "
+                        f"{path} (trained with {name}={value!r}); drop the override or retrain"
+                    )
+                merged[group][key] = value
+            config = ShaderConfig.from_dict(merged)
+        model = cls(config)
+        model.load_weights(state, saved.pattern, path)
+        return model
+
+    def load_weights(self, state: dict[str, Tensor], trained_pattern: str, path) -> None:
+        """Load a checkpoint's weights: every weight this model has must be in it, and a
+        block's weights only come from a block of the same letter at the same place."""
+        own = self.state_dict()
+        for i, letter in enumerate(self.pattern):
+            has_weights = any(k.startswith(f"blocks.{i}.") for k in own)
+            trained = trained_pattern[i] if i < len(trained_pattern) else None
+            if has_weights and trained != letter:
+                raise CheckpointError(
+                    f"pattern {self.pattern!r}: block {i} ({letter!r}) has no trained weights in "
+                    f"checkpoint {path} (trained with pattern {trained_pattern!r})"
+                )
+        missing = sorted(set(own) - set(state))
+        reshaped = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
+        if missing or reshaped:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model: missing {missing[:3]}, "
+                f"wrong shape {reshaped[:3]}"
+            )
+        self.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def read_checkpoint(path: str | Path) -> tuple[ShaderConfig, dict[str, Tensor]]:
+    """A checkpoint's ShaderConfig and model weights, checked; one-line CheckpointError else."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; pass the .ckpt file in it")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {path} has no state_dict; expected one from train.py")
+    if not isinstance(blob.get("shader_config"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} carries no shader_config (written by an older version); retrain it"
+        )
+    try:
+        config = ShaderConfig.from_dict(blob["shader_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} has an invalid shader_config: {err}") from None
+    state = blob["state_dict"]
+    if any(k.startswith("model.") for k in state):  # a Lightning checkpoint
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} has non-finite weights ({bad[0]}): the run diverged; "
+            "use an earlier checkpoint or retrain with a lower learning rate"
+        )
+    return config, state
