@@ -4,9 +4,12 @@ Sweeps: `python train.py -m model.qk_init=identity,fmap,learned data.size=64,96`
 job's metrics.json and a summary.md table into the sweep dir. See configs/train.yaml.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from spectral_resnet.inference import check_overrides
 from spectral_resnet.training import cli_main
 
 
@@ -16,4 +19,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("train", sys.argv[1:], "train.py")
     main()

@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spectral_resnet.spectral import Spectrum
-
 from spectral_resnet.config import FEATURES, KERNELS, QK_INITS
+from spectral_resnet.spectral import Spectrum
 
 PATCH_SCALES = (3, 7, 15, 31)
 

@@ -16,7 +16,7 @@ named field of the record, which every block passes on; no block mutates shared 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +199,9 @@ class SegmentPaste(nn.Module):
         seeds = self.seeds(act_map[:, 0], used)  # (B, S, 2)
         valid = seeds[..., 0] >= 0  # (B, S)
         picked = self.choose_components(seeds, valid, ctx, shape)  # (B, S)
-        masks = (segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]).float()
+        masks = (
+            segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
+        ).float()
         src, dest, angle = self.place(h, seeds, masks)
         warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)

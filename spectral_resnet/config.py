@@ -43,7 +43,9 @@ ARCHITECTURE = (
 def _positive(name: str, value, integer: bool = False) -> None:
     kind = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}"
+        )
 
 
 @dataclass
@@ -81,7 +83,9 @@ class SpectrumConfig:
 class AttentionConfig:
     """Tokens, Q/K projections and the attention kernel, plus the soft blocks' FFN."""
 
-    qk_init: str = "fmap"  # identity (the seed's baseline) | fmap | descriptor | patch | random | learned
+    qk_init: str = (
+        "fmap"  # identity (the seed's baseline) | fmap | descriptor | patch | random | learned
+    )
     kernel: str = "linear"  # linear (low rank, full resolution) | softmax (exact, chunked)
     features: list[str] | None = None  # token features; null: the qk_init's own
     learnable: bool | None = None  # null: only qk_init=learned trains
@@ -153,7 +157,11 @@ class PasteConfig:
             raise ValueError(f"paste.rotation must be degrees or 'align', got {self.rotation!r}")
         if self.ink not in INKS:
             raise ValueError(f"paste.ink must be one of {INKS}, got {self.ink!r}")
-        if isinstance(self.min_area, bool) or not isinstance(self.min_area, int) or self.min_area < 1:
+        if (
+            isinstance(self.min_area, bool)
+            or not isinstance(self.min_area, int)
+            or self.min_area < 1
+        ):
             raise ValueError(f"paste.min_area must be an integer >= 1, got {self.min_area!r}")
 
 

@@ -1,8 +1,11 @@
 """Correspondence evaluation: one table, spectral methods side by side with non-spectral
 baselines, so the spectral machinery has to earn its keep.
 
-    python -m spectral_resnet.eval --ckpt outputs/train/.../checkpoints/best.ckpt
-    python -m spectral_resnet.eval --pairs-dir my_pairs     # a/NAME.png, b/NAME.png, flow/NAME.npy
+    python -m spectral_resnet.eval ckpt=outputs/train/.../checkpoints/best.ckpt
+    python -m spectral_resnet.eval pairs_dir=my_pairs     # a/NAME.png, b/NAME.png, flow/NAME.npy
+
+A Hydra app composing the same `model` config as train.py and infer.py (configs/eval.yaml);
+a checkpoint brings its own model config, so no model flags are needed.
 
 Metrics on valid target pixels: PCK@0.01/0.05/0.1 (argmax match within alpha * max(H, W)
 of the truth), end-point error, and segment-transfer mIoU (k-means segments of the sample
@@ -13,21 +16,24 @@ of its match in b/NAME; NaN where there is none.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from spectral_resnet.data.pairs import SyntheticPairs
 from spectral_resnet.fmap import descriptor_functions
+from spectral_resnet.inference import UsageError, check_overrides, check_writable, shader_config
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
-from spectral_resnet.model import SpectralShader
+from spectral_resnet.model import CheckpointError, SpectralShader
 from spectral_resnet.spectral import compute_spectrum
 
 Matcher = Callable[[Tensor, Tensor], Tensor]  # (1,3,H,W), (1,3,Hs,Ws) -> (1,H,W,2) sample (x, y)
@@ -121,7 +127,7 @@ def flow_folder_pairs(root: Path):
 
 
 def synthetic_pairs(count: int, size: int, seed: int):
-    data = SyntheticPairs(size=size, length=count, seed=seed, split="test", spectra=False)
+    data = SyntheticPairs(size=size, length=count, seed=seed, split="test")
     for i in range(count):
         item = data[i]
         yield item["target"], item["sample"], item["flow"], item["valid"]
@@ -153,51 +159,53 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def build_methods(ckpt: str | None, k: int, softmax_scale: float) -> dict[str, Matcher]:
-    common = dict(pattern="c", k=k, kernel="softmax", retrieval="soft", softmax_scale=softmax_scale)
-    methods: dict[str, Matcher] = {
-        "identity (seed baseline)": shader_matcher(SpectralShader(qk_init="identity", **common)),
-        "fmap": shader_matcher(SpectralShader(qk_init="fmap", **common)),
-        "descriptor": shader_matcher(SpectralShader(qk_init="descriptor", **common)),
-    }
-    if ckpt:
-        learned = SpectralShader(qk_init="learned", **common)
-        learned.load_checkpoint(ckpt)
-        methods["learned (checkpoint)"] = shader_matcher(learned.eval())
+def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
+    """The hand inits on the configured model, the checkpoint's model, and the baselines."""
+    config = shader_config(cfg.model)
+    methods: dict[str, Matcher] = {}
+    for name, init in (
+        ("identity (seed baseline)", "identity"),
+        ("fmap", "fmap"),
+        ("descriptor", "descriptor"),
+    ):
+        hand = replace(config, attention=replace(config.attention, qk_init=init, features=None))
+        methods[name] = shader_matcher(SpectralShader(hand).eval())
+    if cfg.ckpt:
+        methods["learned (checkpoint)"] = shader_matcher(
+            SpectralShader.from_checkpoint(cfg.ckpt).eval()
+        )
     methods["colour NN"] = colour_nn
-    methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, k)
+    methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, config.spectrum.k)
     return methods
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Correspondence evaluation table.")
-    parser.add_argument("--ckpt", help="a train.py checkpoint (qk_init=learned)")
-    parser.add_argument("--pairs", type=int, default=64, help="held-out synthetic pairs")
-    parser.add_argument("--size", type=int, default=64, help="synthetic pair size")
-    parser.add_argument("--seed", type=int, default=2_000, help="seed of the held-out split")
-    parser.add_argument("--pairs-dir", help="folder with a/, b/, flow/ instead of synthetic pairs")
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--softmax-scale", type=float, default=10.0)
-    parser.add_argument("--segments", type=int, default=6)
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        methods = build_methods(args.ckpt, args.k, args.softmax_scale)
-        if args.pairs_dir:
-            pairs = flow_folder_pairs(Path(args.pairs_dir))
-        else:
-            pairs = synthetic_pairs(args.pairs, args.size, args.seed)
-        results = evaluate(methods, pairs, args.segments)
-    except ValueError as err:
-        print(f"eval: error: {err}", file=sys.stderr)
-        return 2
+def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Evaluate every method on the configured pairs; print the table, write the JSON."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    methods = build_methods(cfg)
+    if cfg.pairs_dir:
+        pairs = flow_folder_pairs(Path(cfg.pairs_dir))
+    else:
+        pairs = synthetic_pairs(cfg.pairs, cfg.size, cfg.seed)
+    if cfg.json:
+        check_writable(Path(cfg.json).parent)
+    results = evaluate(methods, pairs, cfg.segments)
     print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (UsageError, CheckpointError, ValueError) as err:
+        print(f"eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    check_overrides("eval", sys.argv[1:], "eval")
+    main()

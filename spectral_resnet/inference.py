@@ -22,11 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spectral_resnet import viz
-from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.config import ShaderConfig
+from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STARTED = time.time()
 
 # `${first:a,b}`: a unless it is null (configs use it for "output_dir, else Hydra's run dir")
@@ -37,6 +38,28 @@ DIRECTIONS = ("forward", "reverse", "both")
 
 class UsageError(ValueError):
     """A bad command-line value; the message says which and what to use instead."""
+
+
+def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
+    """Compose the config from the command line before Hydra runs the app, so a bad override
+    (unknown key, wrong type) is one line and exit code 2, not Hydra's report and exit 1.
+    Runs with Hydra's own flags (--help, --cfg, -m ...) are left to Hydra."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name):
+            compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = f"{err}\n{err.__cause__ or ''}"
+        lines = [ln.strip() for ln in text.strip().splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(("full_key", "object_type"))]
+        print(f"{prog}: error: {'; '.join(lines[:2])}", file=sys.stderr)
+        sys.exit(2)
 
 
 def resolve_output_dir(cfg: DictConfig) -> Path:
@@ -152,7 +175,11 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         pairs.append((sample_path, target_path))
 
     pictures: dict[str, torch.Tensor] = {}
-    report = {"config": OmegaConf.to_container(cfg, resolve=True), "runs": []}
+    report = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model": shader.config.to_dict(),  # what ran: a checkpoint's architecture included
+        "runs": [],
+    }
     for t_path, s_path in pairs:
         target = images[t_path][None].to(device)
         sample = images[s_path][None].to(device)

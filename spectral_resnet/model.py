@@ -146,9 +146,7 @@ class SpectralShader(nn.Module):
             "target": max(float(s.residuals.max()) for s in t_specs),
             "sample": max(float(s.residuals.max()) for s in s_specs),
         }
-        f_t = torch.stack(
-            [token_features(s, img, self.features) for s, img in zip(t_specs, t_img)]
-        )
+        f_t = torch.stack([token_features(s, img, self.features) for s, img in zip(t_specs, t_img)])
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
                 [

@@ -62,16 +62,10 @@ def component_areas(labels: Tensor) -> Tensor:
     return torch.bincount(labels.flatten(), minlength=int(labels.max()) + 1)
 
 
-def annihilate_fuzz(
-    labels: Tensor, strength: Tensor | None = None, min_area: int = 8, min_strength: float = 0.0
-) -> Tensor:
-    """Drop specks (area < min_area) and fuzzy fragments (mean boundary strength below
-    min_strength) so transferred content is crisp; survivors are relabelled 1..M."""
-    areas = component_areas(labels).float()
-    keep = areas >= min_area
-    if strength is not None and min_strength > 0:
-        sums = torch.zeros_like(areas).index_add_(0, labels.flatten(), strength.flatten().float())
-        keep &= sums / areas.clamp_min(1) >= min_strength
+def annihilate_fuzz(labels: Tensor, min_area: int = 8) -> Tensor:
+    """Drop specks (area < min_area) so transferred content is crisp; survivors are
+    relabelled 1..M in their order."""
+    keep = component_areas(labels) >= min_area
     keep[0] = False
     new_ids = torch.cumsum(keep.long(), 0) * keep.long()
     return new_ids[labels]

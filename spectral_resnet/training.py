@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet import viz
-from spectral_resnet.inference import UsageError, build, remove_failed_run_dir
+from spectral_resnet.inference import UsageError, build, remove_failed_run_dir, shader_config
 from spectral_resnet.io import save_image
-from spectral_resnet.model import CheckpointError
+from spectral_resnet.model import CheckpointError, SpectralShader
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -24,8 +24,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
-    datamodule = build(cfg.data, "data", _convert_="all")  # plain types in checkpoints
-    model = build(cfg.model, "model", _convert_="all")
+    model = SpectralShader(shader_config(cfg.model))
+    # the model's spectrum config: the workers cache exactly the spectra the model looks up
+    datamodule = build(cfg.data, "data", _convert_="all", spectrum=model.config.spectrum)
     optimizer = build(cfg.optim.optimizer, "optim")
     scheduler = build(cfg.optim.scheduler, "optim") if cfg.optim.get("scheduler") else None
     module = build(cfg.module, "module", model=model, optimizer=optimizer, scheduler=scheduler)

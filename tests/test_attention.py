@@ -14,7 +14,6 @@ def explicit_softmax(q, k, v, scale):
 def test_chunked_softmax_equals_full_softmax():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, n, d, generator=g) for n, d in [(50, 6), (37, 6), (37, 4)])
-    k, v = torch.randn(2, 37, 6, generator=g), torch.randn(2, 37, 4, generator=g)
     scale = torch.tensor(7.0)
     attn = SpectralAttention(kernel="softmax", chunk=7)
     assert torch.allclose(attn(q, k, v, scale), explicit_softmax(q, k, v, scale), atol=1e-5)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from spectral_resnet.spectral import grid_laplacian
@@ -67,17 +66,9 @@ def test_grey_option_uses_luminance():
     assert grey == pytest.approx(np.exp(-(0.299**2)))
 
 
-def test_boundary_marks_edges_and_boundary_graph_isolates_interior(toof):
-    op = grid_laplacian(toof)
-    strength = op.boundary_strength()[0]
+def test_boundary_marks_edges(toof):
+    strength = grid_laplacian(toof).boundary_strength()[0]
     assert strength.max() > 0.9 and strength.median() < 0.1
-    boundary = grid_laplacian(toof, graph="boundary")
-    lap = boundary.to_scipy()
-    interior = (strength <= 0.5).flatten().numpy()
-    diag = lap.diagonal()
-    assert np.allclose(diag[interior], 1.0)  # isolated pixels: L = I there
-    off = sp.triu(lap, 1).tocoo()
-    assert not interior[off.row[off.data != 0]].any()
 
 
 @pytest.mark.parametrize(
@@ -86,7 +77,6 @@ def test_boundary_marks_edges_and_boundary_graph_isolates_interior(toof):
         (torch.rand(3, 4, 4), {"sigma": 0.0}, "sigma must be a positive"),
         (torch.rand(3, 4, 4), {"sigma": -1.0}, "sigma must be a positive"),
         (torch.rand(3, 4, 4), {"connectivity": 6}, "connectivity must be 4 or 8"),
-        (torch.rand(3, 4, 4), {"graph": "mesh"}, "graph must be one of"),
         (torch.full((3, 4, 4), float("nan")), {}, "NaN or Inf"),
         (torch.rand(3, 1, 1), {}, "at least 2 pixels"),
         (torch.randint(0, 255, (3, 4, 4)), {}, "float tensor"),
@@ -96,9 +86,3 @@ def test_boundary_marks_edges_and_boundary_graph_isolates_interior(toof):
 def test_bad_inputs_raise_clear_errors(image, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         grid_laplacian(image, **kwargs)
-
-
-def test_boundary_graph_keeps_the_full_grid_boundary_strength(toof):
-    full = grid_laplacian(toof).boundary_strength()
-    cut = grid_laplacian(toof, graph="boundary").boundary_strength()
-    assert torch.equal(full, cut)  # isolated pixels are not reported as boundary

@@ -26,7 +26,7 @@ def config(overrides):
 
 def run_cli(tmp_path, *overrides):
     out = tmp_path / "out"
-    cfg = config([f"output_dir={out}", "progress=false", "model.k=8", *overrides])
+    cfg = config([f"output_dir={out}", "progress=false", "model.spectrum.k=8", *overrides])
     return cli_main(cfg), out
 
 
@@ -57,7 +57,9 @@ def test_demo_run_writes_every_picture_and_a_report(tmp_path):
 def test_forward_only_and_names_follow_the_inputs(tmp_path):
     t = small_png(tmp_path / "left.png")
     s = small_png(tmp_path / "right.jpg")
-    code, out = run_cli(tmp_path, f"target={t}", f"sample={s}", "direction=forward", "pattern=c")
+    code, out = run_cli(
+        tmp_path, f"target={t}", f"sample={s}", "direction=forward", "model.pattern=c"
+    )
     assert code == 0
     assert (out / "left_right_c.png").exists() and not (out / "right_left_c.png").exists()
 
@@ -80,7 +82,7 @@ def test_unusual_modes_are_converted_not_rejected(tmp_path, mode):
     if mode == "CMYK":  # colours survive the round trip approximately
         assert (img - torch.from_numpy(rgb / 255.0).permute(2, 0, 1).float()).abs().mean() < 0.1
     code, _ = run_cli(
-        tmp_path, f"target={path}", f"sample={path}", "direction=forward", "pattern=c"
+        tmp_path, f"target={path}", f"sample={path}", "direction=forward", "model.pattern=c"
     )
     assert code == 0
 
@@ -116,12 +118,18 @@ def bad_inputs(tmp_path):
             [f"target={big}", f"sample={good}", "max_pixels=1000"],
             "exceeds the limit",
         ),
-        "pattern": ([f"target={good}", f"sample={good}", "pattern=cqz"], "unknown pattern letter"),
+        "pattern": (
+            [f"target={good}", f"sample={good}", "model.pattern=cqz"],
+            "unknown pattern letter",
+        ),
         "k too large": (
-            [f"target={good}", f"sample={good}", "model.k=700"],
+            [f"target={good}", f"sample={good}", "model.spectrum.k=700"],
             "exceeds the number of pixels",
         ),
-        "sigma": ([f"target={good}", f"sample={good}", "model.sigma=-1"], "sigma must be positive"),
+        "sigma": (
+            [f"target={good}", f"sample={good}", "model.spectrum.sigma=-1"],
+            "sigma must be a positive",
+        ),
         "unwritable": (
             [f"target={good}", f"sample={good}", f"output_dir={readonly / 'x'}"],
             "not writable",
@@ -179,8 +187,8 @@ def test_one_by_n_image_works(tmp_path):
         f"target={strip}",
         f"sample={strip}",
         "direction=forward",
-        "pattern=c",
-        "model.k=4",
+        "model.pattern=c",
+        "model.spectrum.k=4",
     )
     assert code == 0 and (out / "strip_strip_c.png").exists()
 
@@ -204,10 +212,45 @@ def test_cli_exit_code_and_help_through_hydra(tmp_path):
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "o").exists()
     cfg = subprocess.run(
-        [sys.executable, str(ROOT / "infer.py"), "--cfg", "job", "pattern=cs"],
+        [sys.executable, str(ROOT / "infer.py"), "--cfg", "job", "model.pattern=cs"],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
     )
     assert cfg.returncode == 0 and "pattern: cs" in cfg.stdout
+
+
+def test_checkpoint_brings_its_model_and_refuses_architecture_overrides(tmp_path):
+    from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, SpectrumConfig
+
+    trained = ShaderConfig(
+        pattern="x",
+        spectrum=SpectrumConfig(k=6),
+        attention=AttentionConfig(qk_init="learned", kernel="softmax"),
+    )
+    ckpt = SpectralShader(trained).save(tmp_path / "model.pt")
+    good = small_png(tmp_path / "good.png")
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    base = [sys.executable, str(ROOT / "infer.py"), f"target={good}", f"sample={good}"]
+    base += [f"ckpt={ckpt}", "direction=forward", "progress=false", "model.pattern=cc"]
+    ok = subprocess.run(
+        [*base, f"output_dir={tmp_path / 'ok'}", "model.work_size=20"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    report = json.loads((tmp_path / "ok" / "run.json").read_text())
+    assert report["model"]["spectrum"]["k"] == 6  # from the checkpoint, no flags given
+    assert report["model"]["attention"]["qk_init"] == "learned"
+    assert report["model"]["pattern"] == "cc" and report["model"]["work_size"] == 20
+    bad = subprocess.run(
+        [*base, f"output_dir={tmp_path / 'bad'}", "model.spectrum.k=8"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "model.spectrum.k=8 changes the architecture" in bad.stderr and "k=6" in bad.stderr
+    assert not (tmp_path / "bad").exists()

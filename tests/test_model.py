@@ -1,9 +1,17 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
-from spectral_resnet import SpectralShader
+from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, SpectrumConfig
 from spectral_resnet.blocks import FFN
 from spectral_resnet.data.procedural import scene
+
+
+def config(pattern: str, k: int, **attention) -> ShaderConfig:
+    return ShaderConfig(
+        pattern=pattern, spectrum=SpectrumConfig(k=k), attention=AttentionConfig(**attention)
+    )
 
 
 class SignFlippedShader(SpectralShader):
@@ -30,11 +38,9 @@ def run(shader, target, sample):
 )
 def test_sign_flips_change_only_the_identity_baseline(toof, tone, qk_init, invariant):
     target, sample = tone[None], toof[None]
-    kwargs = dict(
-        pattern="cc", qk_init=qk_init, k=8, kernel="linear", threshold=0.0, retrieval="soft"
-    )
-    plain = run(SpectralShader(**kwargs), target, sample)
-    flipped = SignFlippedShader(**kwargs)
+    cfg = config("xx", 8, qk_init=qk_init, kernel="linear", threshold=0.0)
+    plain = run(SpectralShader(cfg), target, sample)
+    flipped = SignFlippedShader(cfg)
     flipped.signs = torch.tensor([1, -1, 1, -1, -1, 1, -1, 1], dtype=torch.float32)
     flipped.sample = toof
     other = run(flipped, target, sample)
@@ -60,38 +66,47 @@ def test_hand_initialised_ffn_is_the_seed_soft_blend():
 
 
 def test_block_output_is_the_blend_of_target_and_retrieved(toof, tone):
-    shader = SpectralShader(pattern="c", qk_init="descriptor", k=8, retrieval="soft")
+    shader = SpectralShader(config("x", 8, qk_init="descriptor"))
     out = run(shader, tone[None], toof[None])
-    g, a = out.gates[0], out.retrieved[0]
+    g, a = out.blocks[0].gate, out.blocks[0].retrieved
     expected = ((1 - g) * tone[None] + g * a).clamp(0, 1)
     assert torch.allclose(out.image, expected, atol=1e-5)
     assert float(g.max()) > 0.1  # something was copied
 
 
 def test_zero_gate_is_the_identity(toof, tone):
-    shader = SpectralShader(pattern="cscs", qk_init="fmap", k=8, threshold=2.0, gate_bias=-1e4)
+    shader = SpectralShader(config("xsxs", 8, qk_init="fmap", threshold=2.0, gate_bias=-1e4))
     out = run(shader, tone[None], toof[None])
     assert torch.equal(out.image, tone[None])
 
 
 def test_gradients_reach_projections_and_ffn_only_when_learnable(toof, tone):
-    learned = SpectralShader(
-        pattern="cs", qk_init="learned", k=6, kernel="softmax", threshold=0.0, retrieval="soft"
-    )
+    learned = SpectralShader(config("xs", 6, qk_init="learned", kernel="softmax", threshold=0.0))
     out = learned(tone[None], toof[None])
-    (out.image.mean() + sum(r.mean() for r in out.retrieved)).backward()
-    block = learned.blocks[0]
-    for p in (block.qk.w_q, block.qk.w_k, block.ffn.linear.weight, block.ffn.mlp[2].weight):
+    (out.image.mean() + sum(b.retrieved.mean() for b in out.blocks)).backward()
+    ffn = learned.blocks[0].ffn
+    for p in (learned.qk.w_q, learned.qk.w_k, ffn.linear.weight, ffn.mlp[2].weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
-    frozen = SpectralShader(pattern="c", qk_init="fmap", k=6)
+    frozen = SpectralShader(config("xsc", 6, qk_init="fmap"))
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_each_block_holds_only_the_weights_it_uses():
+    shader = SpectralShader(config("cxsthf", 6, qk_init="learned", kernel="softmax"))
+    owners = {
+        name.split(".")[1] for name, _ in shader.named_parameters() if name.startswith("blocks.")
+    }
+    assert owners == {"1", "2"}  # only the soft blocks ('x', 's') have an FFN
+    paste_only = SpectralShader(config("cccc", 6, qk_init="learned"))
+    assert {n.split(".")[0] for n, _ in paste_only.named_parameters()} == {"qk"}
 
 
 @pytest.mark.parametrize("kernel", ["linear", "softmax"])
 def test_shapes_batch_non_square_and_mismatched_sizes(kernel):
     target = torch.stack([scene((20, 28), seed=s) for s in (0, 1)])
     sample = torch.stack([scene((24, 18), seed=s) for s in (2, 3)])
-    shader = SpectralShader(pattern="csc", qk_init="learned", k=6, kernel=kernel, work_size=16)
+    cfg = config("xsc", 6, qk_init="learned", kernel=kernel)
+    shader = SpectralShader(replace(cfg, work_size=16))
     out = run(shader, target, sample)
     assert out.image.shape == (2, 3, 20, 28)
     assert len(out.activations) == 3 and out.activations[0].shape == (2, 1, 20, 28)
@@ -103,9 +118,7 @@ def test_shapes_batch_non_square_and_mismatched_sizes(kernel):
 
 def test_match_of_an_image_with_itself_finds_itself():
     img = scene((24, 24), seed=5)[None]
-    shader = SpectralShader(
-        pattern="c", qk_init="learned", k=8, kernel="softmax", softmax_scale=50.0
-    )
+    shader = SpectralShader(config("c", 8, qk_init="learned", kernel="softmax", softmax_scale=50.0))
     match = shader.match(img, img)
     ys, xs = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
     err = (match[0] - torch.stack([xs, ys], -1)).norm(dim=-1)
@@ -113,25 +126,28 @@ def test_match_of_an_image_with_itself_finds_itself():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "make, message",
     [
-        (dict(pattern="cxz"), "unknown pattern letter"),
-        (dict(pattern=""), "non-empty"),
-        (dict(qk_init="eye"), "unknown qk_init"),
-        (dict(k=1), "k must be an integer"),
-        (dict(sigma=0.0), "sigma must be positive"),
-        (dict(kernel="cosine"), "unknown attention kernel"),
-        (dict(qk_init="identity", features=("hks",)), "raw eigenvectors"),
+        (lambda: ShaderConfig(pattern="cxz"), "unknown pattern letter"),
+        (lambda: ShaderConfig(pattern=""), "non-empty"),
+        (lambda: AttentionConfig(qk_init="eye"), "unknown qk_init"),
+        (lambda: SpectrumConfig(k=1), "k must be an integer"),
+        (lambda: SpectrumConfig(sigma=0.0), "sigma must be a positive"),
+        (lambda: AttentionConfig(kernel="cosine"), "unknown attention kernel"),
+        (lambda: AttentionConfig(qk_init="identity", features=["hks"]), "raw eigenvectors"),
+        (lambda: ShaderConfig(work_size=0), "work_size must be a positive integer"),
     ],
 )
-def test_bad_configuration_raises_clear_errors(kwargs, message):
+def test_bad_configuration_raises_clear_errors(make, message):
     with pytest.raises(ValueError, match=message):
-        SpectralShader(**kwargs)
+        SpectralShader(make())
 
 
 def test_refresh_target_re_embeds_the_changed_target(toof, tone):
-    shader = SpectralShader(pattern="cc", qk_init="fmap", k=8, refresh_target=True)
-    with torch.no_grad():
-        out = shader(toof[None], tone[None])
-    assert out.image.shape == toof[None].shape
-    assert out.timings["spectra"] > 0 and len(out.activations) == 2
+    """The second paste block must see the pasted-on target: its activation differs from the
+    one computed on the original target, and from a run without refresh."""
+    cfg = config("cc", 8, qk_init="fmap")
+    fixed = run(SpectralShader(cfg), toof[None], tone[None])
+    refreshed = run(SpectralShader(replace(cfg, refresh_target=True)), toof[None], tone[None])
+    assert torch.equal(fixed.activations[0], refreshed.activations[0])  # same first block
+    assert not torch.equal(fixed.activations[1], refreshed.activations[1])  # re-embedded

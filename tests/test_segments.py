@@ -1,11 +1,12 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from spectral_resnet import SpectralShader
+from spectral_resnet import PasteConfig, ShaderConfig, SpectralShader, SpectrumConfig, blocks
+from spectral_resnet.blocks import BLOCKS
 from spectral_resnet.data.procedural import curves, diagram
-from spectral_resnet.model import BLOCK_LETTERS
 from spectral_resnet.segments import (
     annihilate_fuzz,
     component_areas,
@@ -165,14 +166,18 @@ def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
     """toof -> tone of the seed: a diagram of disconnected arrows and boxes as the sample."""
     target, sample = curves((96, 96), seed=3)[None], diagram((96, 96), seed=1)[None]
     radius = 0.5
-    shader = SpectralShader(pattern="cc", qk_init="fmap", k=12, seeds=4, radius=radius)
+    shader = SpectralShader(
+        ShaderConfig(pattern="cc", spectrum=SpectrumConfig(k=12), paste=PasteConfig(radius=radius))
+    )
     with torch.no_grad():
         out = shader(target, sample)
         labels = shader.sample_components(sample)[0]
     assert int(labels.max()) >= 8  # boxes, arrows and marks stay separate components
     pasted = checked = 0
-    for masks, picked, placed in zip(out.masks, out.components, out.placements):
-        for warped, label, (sy, sx, dy, dx, angle) in zip(masks[0], picked[0], placed[0]):
+    for block in out.pastes:
+        for warped, label, (sy, sx, dy, dx, angle) in zip(
+            block.masks[0], block.components[0], block.placements[0]
+        ):
             if label <= 0:
                 continue
             pasted += 1
@@ -198,16 +203,16 @@ def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
     assert pasted >= 2 and checked >= 1
     changed = (out.image - target).abs().amax(1)[0] > 0.05
     ys, xs = torch.nonzero(changed, as_tuple=True)
-    seeds = torch.cat([s[0] for s in out.seeds]).float()
+    seeds = out.seeds[0].float()
     seeds = seeds[seeds[:, 0] >= 0]
     dist = ((ys[:, None] - seeds[None, :, 0]) ** 2 + (xs[:, None] - seeds[None, :, 1]) ** 2).sqrt()
     # exp(-d / R) > 0.05 only within 3 R: every transferred pixel is inside the gate
     assert float(dist.min(1).values.max()) <= 3 * radius * 96
 
 
-@pytest.mark.parametrize("pattern", ["cccc", "ctfh", "csc"])
+@pytest.mark.parametrize("pattern", ["cccc", "ctfh", "csc", "cxhs"])
 def test_segment_patterns_run_in_both_directions(pattern, toof, tone):
-    shader = SpectralShader(pattern=pattern, qk_init="fmap", k=8)
+    shader = SpectralShader(ShaderConfig(pattern=pattern, spectrum=SpectrumConfig(k=8)))
     for target, sample in [(toof, tone), (tone, toof)]:
         with torch.no_grad():
             out = shader(target[None], sample[None])
@@ -217,18 +222,26 @@ def test_segment_patterns_run_in_both_directions(pattern, toof, tone):
 
 
 def test_pattern_letters_are_documented():
-    assert set(BLOCK_LETTERS) == {"c", "s", "t", "h", "f"}
+    """Every block letter is in the blocks module's docstring, the README and infer's help."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    help_text = (root / "configs" / "infer.yaml").read_text()
+    for letter, block in BLOCKS.items():
+        assert f"{letter}  {block.__name__}" in blocks.__doc__
+        assert f"`{letter}`" in readme and f"{letter} " in help_text
 
 
-def test_fuzz_annihilator_drops_fragments_with_weak_edges():
-    labels = torch.zeros(10, 10, dtype=torch.long)
-    labels[1, 1:9] = 1  # a crisp stroke
-    labels[5, 1:9] = 2  # a fuzzy one of the same size
-    strength = torch.zeros(10, 10)
-    strength[1] = 0.9
-    strength[5] = 0.2
-    kept = annihilate_fuzz(labels, strength, min_area=4, min_strength=0.5)
-    assert kept[1, 1:9].eq(1).all() and not kept[5].any()
+def test_state_flows_forward_as_named_fields(toof, tone):
+    """Seeds accumulate through every block, shading ops included; ops pass the copy's alpha on."""
+    shader = SpectralShader(ShaderConfig(pattern="cthc", spectrum=SpectrumConfig(k=8)))
+    with torch.no_grad():
+        out = shader(toof[None], tone[None])
+    first, thick, shadow, second = out.blocks
+    assert torch.equal(thick.used_seeds, first.seeds) and torch.equal(shadow.alpha, first.alpha)
+    assert torch.equal(second.used_seeds, torch.cat([first.seeds, second.seeds], 1))
+    near = (second.seeds[0, :, None].float() - first.seeds[0, None].float()).norm(dim=-1)
+    valid = (second.seeds[0, :, None, 0] >= 0) & (first.seeds[0, None, :, 0] >= 0)
+    assert (near[valid] > round(0.08 * 48)).all()  # later seeds keep away from earlier ones
 
 
 def test_toward_void_lands_a_footprint_clear_of_ink_nearest_the_seed():

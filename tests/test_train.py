@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -12,9 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from spectral_resnet import SpectralShader
-from spectral_resnet.data.pairs import PairDataModule, SyntheticPairs
+from spectral_resnet.data.pairs import PairDataModule, SyntheticPairs, split_files
 from spectral_resnet.eval import colour_nn, evaluate, pair_metrics, synthetic_pairs
 from spectral_resnet.model import CheckpointError
 from spectral_resnet.training import train
@@ -27,9 +29,9 @@ TINY = [
     "data.val_pairs=2",
     "data.test_pairs=2",
     "data.batch_size=2",
-    "model.k=6",
+    "model.spectrum.k=6",
     "module.queries=32",
-    "module.image_every_n_steps=0",
+    "callbacks.sample_images.every_n_steps=0",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
@@ -40,6 +42,10 @@ def train_config(tmp_path, *overrides):
         return compose(config_name="train", overrides=[f"output_dir={tmp_path}", *TINY, *overrides])
 
 
+def model_of(cfg) -> SpectralShader:
+    return SpectralShader(OmegaConf.to_object(cfg.model))
+
+
 @pytest.mark.parametrize("experiment", ["learned", "identity", "fmap"])
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
@@ -47,9 +53,9 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
     cfg = train_config(
         tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
     )
-    assert cfg.model.qk_init == experiment
-    model = hydra.utils.instantiate(cfg.model)
-    assert isinstance(model, SpectralShader) and model.learnable == (experiment == "learned")
+    assert cfg.model.attention.qk_init == experiment
+    model = model_of(cfg)
+    assert model.config.attention.trains == (experiment == "learned")
     module = hydra.utils.instantiate(
         cfg.module,
         model=model,
@@ -58,7 +64,8 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
     )
     if experiment == "learned":
         module.configure_optimizers()
-    assert isinstance(hydra.utils.instantiate(cfg.data), PairDataModule)
+    data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
+    assert isinstance(data, PairDataModule)
     for callback in cfg.callbacks.values():
         hydra.utils.instantiate(callback)
     if trainer != "gpu" or torch.cuda.is_available():
@@ -69,8 +76,14 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
 
 def test_infer_config_composes_and_instantiates():
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="infer", overrides=["pattern=ctfh"])
-    assert hydra.utils.instantiate(cfg.model).pattern == "ctfh"
+        cfg = compose(config_name="infer", overrides=["model.pattern=ctfh"])
+    assert model_of(cfg).pattern == "ctfh"
+
+
+def test_eval_config_composes_with_the_same_model_group():
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=["model.spectrum.k=6"])
+    assert model_of(cfg).config.spectrum.k == 6 and cfg.model.pattern == "x"
 
 
 def test_fast_dev_run_fits_on_cpu(tmp_path):
@@ -88,9 +101,10 @@ def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
 
 def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
     cfg = train_config(tmp_path, "module.restoration_weight=0.5")
-    model = hydra.utils.instantiate(cfg.model)
+    model = model_of(cfg)
     module = hydra.utils.instantiate(cfg.module, model=model, optimizer=None)
-    batch = next(iter(hydra.utils.instantiate(cfg.data).train_dataloader()))
+    data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
+    batch = next(iter(data.train_dataloader()))
     opt = torch.optim.Adam(module.trainable(), lr=0.02)
     module.eval()  # fixed query pixels: the same loss every step
     losses = []
@@ -109,22 +123,33 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     blob = torch.load(ckpt, weights_only=True)
-    trained = hydra.utils.instantiate(cfg.model)
+    trained = model_of(cfg)
     trained.load_state_dict({k.removeprefix("model."): v for k, v in blob["state_dict"].items()})
-    fresh = hydra.utils.instantiate(cfg.model)
-    assert not torch.equal(fresh.blocks[0].qk.w_q, trained.blocks[0].qk.w_q)  # it did learn
-    fresh.load_checkpoint(ckpt)  # infer.py's loader
-    pair = SyntheticPairs(size=24, length=1, spectra=False)[0]
+    assert not torch.equal(model_of(cfg).qk.w_q, trained.qk.w_q)  # it did learn
+    rebuilt = SpectralShader.from_checkpoint(ckpt)  # no model options needed
+    assert rebuilt.config == trained.config
+    pair = SyntheticPairs(size=24, length=1)[0]
     t, s = pair["target"][None], pair["sample"][None]
     with torch.no_grad():
-        assert torch.equal(fresh(t, s).image, trained(t, s).image)
-    other = SpectralShader(pattern="cc", qk_init="learned", k=6, kernel="softmax")
-    with pytest.raises(CheckpointError, match=r"another architecture.*missing .*blocks\.1"):
-        other.load_checkpoint(ckpt)
+        assert torch.equal(rebuilt(t, s).image, trained(t, s).image)
+    # the same projections drive a paste pattern: runtime options come from the caller
+    pastes = SpectralShader.from_checkpoint(ckpt, replace(trained.config, pattern="cccc"))
+    assert torch.equal(pastes.qk.w_q, trained.qk.w_q) and pastes.pattern == "cccc"
+    saved = SpectralShader.from_checkpoint(trained.save(tmp_path / "small.pt"))
+    assert torch.equal(saved.qk.w_k, trained.qk.w_k) and saved.config == trained.config
+    with pytest.raises(CheckpointError, match=r"block 1 \('x'\) has no trained weights"):
+        SpectralShader.from_checkpoint(ckpt, replace(trained.config, pattern="xx"))
+    with pytest.raises(CheckpointError, match=r"model.spectrum.k=8 changes the architecture.*k=6"):
+        other = replace(trained.config, spectrum=replace(trained.config.spectrum, k=8))
+        SpectralShader.from_checkpoint(ckpt, other, overrides={"spectrum.k"})
+    blob["state_dict"]["model.qk.w_q"][0, 0] = float("nan")
+    torch.save(blob, tmp_path / "diverged.ckpt")
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        SpectralShader.from_checkpoint(tmp_path / "diverged.ckpt")
 
 
 def test_ground_truth_flow_maps_target_pixels_onto_sample_pixels():
-    data = SyntheticPairs(size=48, length=3, jitter=0.0, spectra=False)
+    data = SyntheticPairs(size=48, length=3, jitter=0.0)
     for i in range(3):
         item = data[i]
         flow, valid = item["flow"], item["valid"]
@@ -139,12 +164,25 @@ def test_ground_truth_flow_maps_target_pixels_onto_sample_pixels():
         assert (flow - identity)[valid].norm(dim=-1).mean() > 1.0  # it is a real warp
 
 
-def test_pairs_are_deterministic_and_splits_disjoint():
-    a = SyntheticPairs(size=24, length=2, seed=0, spectra=False)
-    b = SyntheticPairs(size=24, length=2, seed=0, spectra=False)
-    c = SyntheticPairs(size=24, length=2, seed=1000, spectra=False)
+def test_pairs_are_deterministic():
+    a = SyntheticPairs(size=24, length=2, seed=0)
+    b = SyntheticPairs(size=24, length=2, seed=0)
+    c = SyntheticPairs(size=24, length=2, seed=1000)
     assert torch.equal(a[1]["target"], b[1]["target"])
     assert not torch.equal(a[1]["sample"], c[1]["sample"])
+
+
+@pytest.mark.parametrize("count", [3, 5, 8, 40])
+def test_folder_splits_are_disjoint_nonempty_and_cover_every_file(tmp_path, count):
+    files = [tmp_path / f"img{i:02d}.png" for i in range(count)]
+    splits = {name: split_files(files, name, tmp_path) for name in ("train", "val", "test")}
+    assert all(splits.values())
+    names = [set(map(str, v)) for v in splits.values()]
+    assert sum(len(n) for n in names) == count and len(set.union(*names)) == count
+    if count >= 10:
+        assert len(splits["test"]) == round(0.1 * count)
+    with pytest.raises(ValueError, match="at least 3 images"):
+        split_files(files[:2], "train", tmp_path)
 
 
 def test_pair_metrics_known_answers():
@@ -182,14 +220,14 @@ def test_multirun_sweep_writes_each_job_and_a_summary(tmp_path):
     proc = run_train(
         tmp_path,
         "-m",
-        "model.qk_init=fmap,learned",
+        "experiment=fmap,learned",
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(sweep.glob("*/metrics.json"))) == 2
     summary = (sweep / "summary.md").read_text()
-    assert "model.qk_init=fmap" in summary and "model.qk_init=learned" in summary
+    assert "experiment=fmap" in summary and "experiment=learned" in summary
 
 
 @pytest.mark.slow
@@ -203,33 +241,36 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert "val/pck@0.05" in metrics
 
 
-def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path, capsys):
+def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path):
     import numpy as np
 
-    from spectral_resnet.eval import main
     from spectral_resnet.io import save_image
 
     for sub in ("a", "b", "flow"):
         (tmp_path / sub).mkdir()
     for i in range(2):
-        item = SyntheticPairs(size=24, length=2, seed=5, spectra=False)[i]
+        item = SyntheticPairs(size=24, length=2, seed=5)[i]
         save_image(item["target"], tmp_path / "a" / f"p{i}.png")
         save_image(item["sample"], tmp_path / "b" / f"p{i}.png")
         flow = item["flow"].numpy().copy()
         flow[~item["valid"].numpy()] = np.nan
         np.save(tmp_path / "flow" / f"p{i}.npy", flow)
-    assert main(["--pairs-dir", str(tmp_path), "--k", "6"]) == 0
-    out = capsys.readouterr().out
-    assert "| colour NN |" in out and "| fmap |" in out
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    args = [sys.executable, "-m", "spectral_resnet.eval", f"pairs_dir={tmp_path}"]
+    args.append("model.spectrum.k=6")
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| colour NN |" in proc.stdout and "| fmap |" in proc.stdout
     np.save(tmp_path / "flow" / "p0.npy", np.zeros((3, 3, 2)))
-    assert main(["--pairs-dir", str(tmp_path), "--k", "6"]) == 2
-    assert "expected (H, W, 2)" in capsys.readouterr().err
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "expected (H, W, 2)" in proc.stderr
+    assert proc.stderr.strip().startswith("eval: error:") and len(proc.stderr.splitlines()) == 1
 
 
 def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
-    cfg = train_config(tmp_path, "model.connectivity=8", "model.sigma=0.3")
-    data = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    cfg = train_config(tmp_path, "model.spectrum.connectivity=8", "model.spectrum.sigma=0.3")
+    model = model_of(cfg)
+    data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
     item = data.train_set[0]  # computes and caches both spectra, as a worker would
     assert model.spectrum(item["target"]).seconds == 0.0  # a cache hit: no eigensolve
     assert model.spectrum(item["sample"]).seconds == 0.0

@@ -15,6 +15,7 @@ cache: epochs after the first do no eigensolves.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import lightning as L
@@ -25,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from spectral_resnet.config import SpectrumConfig
 from spectral_resnet.data.procedural import curves, diagram, scene
 from spectral_resnet.io import load_image
-from spectral_resnet.spectral import compute_spectrum
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GENERATORS = (scene, scene, curves, diagram)  # mostly photo-like, some line art
@@ -42,6 +43,23 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise ValueError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def split_files(files: list[Path], split: str, root: Path | None = None) -> list[Path]:
+    """This split's share of the files, disjoint by construction: files ordered by a hash of
+    their name, the first 10% (at least one) test, the next 10% (at least one) val, the rest
+    train. Stable when files are added, and never an empty or shared split."""
+    if len(files) < 3:
+        raise ValueError(
+            f"need at least 3 images to split into train/val/test, got {len(files)}"
+            + (f" in {root}" if root else "")
+        )
+    key = (lambda p: str(p.relative_to(root))) if root else (lambda p: p.name)
+    ordered = sorted(files, key=lambda p: (zlib.crc32(key(p).encode()), key(p)))
+    n_held = max(1, round(0.1 * len(files)))
+    bounds = {"test": (0, n_held), "val": (n_held, 2 * n_held), "train": (2 * n_held, None)}
+    lo, hi = bounds[split]
+    return ordered[lo:hi]
 
 
 def fit(image: Tensor, size: int) -> Tensor:
@@ -70,19 +88,16 @@ class SyntheticPairs(Dataset):
         perspective: float = 0.15,
         elastic: float = 10.0,
         jitter: float = 0.1,
-        k: int = 16,
-        spectra: bool = True,
-        graph_options: dict | None = None,
-        eigensolver: str = "auto",
+        spectrum: SpectrumConfig | None = None,
     ):
+        """spectrum: the model's SpectrumConfig, so what the workers cache is what the model
+        looks up; None computes no spectra here."""
         self.size, self.length, self.seed = size, length, seed
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.files = None
-        if folder:  # a fixed held-out split of the files: 80 / 10 / 10 by position
-            files = list_images(folder)
-            picked = [f for i, f in enumerate(files) if SPLITS[min(2, max(0, i % 10 - 7))] == split]
-            self.files = picked or files
+        if folder:  # a fixed held-out split of the files (see split_files)
+            self.files = split_files(list_images(folder), split, Path(folder))
         self.geometry = v2.Compose(
             [
                 v2.RandomAffine(
@@ -95,8 +110,7 @@ class SyntheticPairs(Dataset):
             ]
         )
         self.colour = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
-        self.k, self.spectra = k, spectra
-        self.graph_options, self.eigensolver = dict(graph_options or {}), eigensolver
+        self.spectrum = spectrum
 
     def __len__(self) -> int:
         return self.length
@@ -129,16 +143,16 @@ class SyntheticPairs(Dataset):
             "flow": flow.permute(1, 2, 0).contiguous(),  # (H, W, 2) sample (x, y) per target pixel
             "valid": valid,
         }
-        if self.spectra:  # warm the spectrum cache here, in the worker
+        if self.spectrum is not None:  # warm the spectrum cache here, in the worker
             for key in ("target", "sample"):
-                compute_spectrum(item[key], self.k, self.eigensolver, **self.graph_options)
+                self.spectrum.compute(item[key])
         return item
 
 
 class FolderPairs(Dataset):
     """Unlabelled pairs `root/a/NAME` and `root/b/NAME` (same NAME), for reconstruction."""
 
-    def __init__(self, *, root: str, size: int = 64, k: int = 16, spectra: bool = True):
+    def __init__(self, *, root: str, size: int = 64, spectrum: SpectrumConfig | None = None):
         root = Path(root)
         a_files = {p.name: p for p in list_images(root / "a")}
         b_files = {p.name: p for p in list_images(root / "b")}
@@ -146,7 +160,7 @@ class FolderPairs(Dataset):
         if not names:
             raise ValueError(f"no matching names in {root / 'a'} and {root / 'b'}")
         self.pairs = [(a_files[n], b_files[n]) for n in names]
-        self.size, self.k, self.spectra = size, k, spectra
+        self.size, self.spectrum = size, spectrum
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -154,9 +168,9 @@ class FolderPairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         a, b = self.pairs[index]
         target, sample = fit(load_image(a), self.size), fit(load_image(b), self.size)
-        if self.spectra:
-            compute_spectrum(target, k=self.k)
-            compute_spectrum(sample, k=self.k)
+        if self.spectrum is not None:
+            self.spectrum.compute(target)
+            self.spectrum.compute(sample)
         h, w = target.shape[-2:]
         return {
             "target": target,
@@ -180,29 +194,21 @@ class PairDataModule(L.LightningDataModule):
         num_workers: int = 0,
         folder: str | None = None,
         real_pairs: str | None = None,
-        k: int = 16,
-        graph_options: dict | None = None,
-        eigensolver: str = "auto",
+        spectrum: SpectrumConfig | None = None,
         warp: dict | None = None,
         seed: int = 0,
     ):
-        """graph_options / eigensolver must match the model's, so the spectra the workers
-        cache are the ones the model looks up (the configs interpolate them from model/)."""
+        """spectrum: the model's SpectrumConfig (train.py passes it), so the spectra the
+        workers cache are the ones the model looks up, by construction."""
         super().__init__()
-        self.save_hyperparameters()
-        warp = dict(warp or {})
-        common = dict(
-            size=size,
-            folder=folder,
-            k=k,
-            graph_options=graph_options,
-            eigensolver=eigensolver,
-            **warp,
-        )
+        self.save_hyperparameters(ignore=["spectrum"])
+        if spectrum is not None and not isinstance(spectrum, SpectrumConfig):
+            spectrum = SpectrumConfig(**spectrum)  # hydra.utils.instantiate passes a dict
+        common = dict(size=size, folder=folder, spectrum=spectrum, **dict(warp or {}))
         self.train_set: Dataset = SyntheticPairs(length=train_pairs, seed=seed, **common)
         if real_pairs:
             self.train_set = torch.utils.data.ConcatDataset(
-                [self.train_set, FolderPairs(root=real_pairs, size=size, k=k)]
+                [self.train_set, FolderPairs(root=real_pairs, size=size, spectrum=spectrum)]
             )
         self.val_set = SyntheticPairs(length=val_pairs, seed=seed + 1_000, split="val", **common)
         self.test_set = SyntheticPairs(length=test_pairs, seed=seed + 2_000, split="test", **common)

@@ -20,7 +20,6 @@ OFFSETS: dict[int, tuple[tuple[int, int], ...]] = {
     4: ((0, 1), (1, 0)),
     8: ((0, 1), (1, 0), (1, 1), (1, -1)),
 }
-GRAPHS = ("grid", "boundary")
 
 
 def _edge_slices(dy: int, dx: int, height: int, width: int) -> tuple[tuple, tuple]:
@@ -81,7 +80,6 @@ class GridLaplacian:
     width: int
     sigma: Tensor  # (B,) the colour scale actually used
     params: dict  # every graph parameter, for cache keys and reports
-    strength: Tensor | None = None  # (B, H, W) boundary strength of the full grid, if masked
 
     @property
     def n(self) -> int:
@@ -109,10 +107,7 @@ class GridLaplacian:
         return deg
 
     def boundary_strength(self) -> Tensor:
-        """1 - (weight of the pixel's weakest edge), (B, H, W): high where an edge is cut.
-        For the boundary graph, the strength of the full grid it was cut from."""
-        if self.strength is not None:
-            return self.strength
+        """1 - (weight of the pixel's weakest edge), (B, H, W): high where an edge is cut."""
         weakest = self.weights[0].new_ones(self.batch, self.height, self.width)
         for (dy, dx), w in zip(self.offsets, self.weights):
             p, q = _edge_slices(dy, dx, self.height, self.width)
@@ -190,8 +185,6 @@ def grid_laplacian(
     sigma_scale: float = 1.0,
     color: bool = True,
     min_weight: float = 1e-6,
-    graph: str = "grid",
-    boundary_threshold: float = 0.5,
 ) -> GridLaplacian:
     """Symmetric normalised Laplacian of the image's pixel grid, w = exp(-||c_p - c_q||^2 / sigma^2).
 
@@ -199,8 +192,6 @@ def grid_laplacian(
     sigma: fixed colour scale; None picks it per image as `sigma_scale` x the RMS neighbour
         difference (robust for line art, where the median difference is 0).
     min_weight: added to every edge so the graph stays connected (one zero eigenvalue).
-    graph: "grid" (every pixel) or "boundary" (edges between boundary pixels only; other
-        pixels are isolated, each adds an eigenvalue of exactly 1, far above the low end).
     """
     image = check_image(image)
     if connectivity not in OFFSETS:
@@ -211,8 +202,6 @@ def grid_laplacian(
         raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
     if min_weight < 0:
         raise ValueError(f"min_weight must be >= 0, got {min_weight}")
-    if graph not in GRAPHS:
-        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
     if not color and image.shape[1] > 1:
         image = to_grey(image)
     offsets = OFFSETS[connectivity]
@@ -234,16 +223,5 @@ def grid_laplacian(
         sigma_scale=sigma_scale,
         color=color,
         min_weight=min_weight,
-        graph=graph,
-        boundary_threshold=boundary_threshold,
     )
-    op = GridLaplacian(weights, offsets, height, width, sigma_t, params)
-    if graph == "boundary":
-        op.strength = op.boundary_strength()
-        mask = (op.strength > boundary_threshold).to(image.dtype)
-        masked = []
-        for (dy, dx), w in zip(offsets, weights):
-            p, q = _edge_slices(dy, dx, height, width)
-            masked.append(w * mask[:, p[0], p[1]] * mask[:, q[0], q[1]])
-        op.weights = masked
-    return op
+    return GridLaplacian(weights, offsets, height, width, sigma_t, params)
