@@ -22,13 +22,15 @@ import time
 def measure(size: int, pattern: str, kernel: str, threads: int) -> dict:
     import torch
 
-    from spectral_resnet import SpectralShader
+    from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader
     from spectral_resnet.data.procedural import scene
 
     torch.set_num_threads(threads)
     target, sample = scene((size, size), seed=0)[None], scene((size, size), seed=1)[None]
-    options = dict(work_size=128, max_keys=4096) if kernel == "softmax" else {}
-    shader = SpectralShader(pattern=pattern, kernel=kernel, qk_init="fmap", **options)
+    softmax = kernel == "softmax"
+    attention = AttentionConfig(qk_init="fmap", kernel=kernel, max_keys=4096 if softmax else None)
+    config = ShaderConfig(pattern=pattern, work_size=128 if softmax else None, attention=attention)
+    shader = SpectralShader(config)
     runs = []
     for _ in range(2):  # cold (empty cache dir), then warm
         start = time.perf_counter()
