@@ -15,73 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spectral_resnet.config import FEATURES, KERNELS, QK_INITS
-from spectral_resnet.spectral import Spectrum
-
-PATCH_SCALES = (3, 7, 15, 31)
-
-
-def feature_dim(kinds: tuple[str, ...], k: int, descriptor_count: int = 8) -> int:
-    """Width of `token_features(kinds)` for a spectrum with k eigenpairs."""
-    widths = dict(
-        evecs=k,
-        hks=descriptor_count,
-        wks=descriptor_count,
-        color=3,
-        boundary=1,
-        patch=4 * len(PATCH_SCALES),
-    )
-    return sum(widths[kind] for kind in kinds)
-
-
-def token_features(
-    spectrum: Spectrum, image: Tensor, kinds: tuple[str, ...], descriptor_count: int = 8
-) -> Tensor:
-    """Per-pixel tokens (n, d) float32 from a spectrum and its image (3, H, W).
-
-    evecs are raw (sign-dependent: the seed's baseline); everything else is invariant to
-    eigenvector signs and eigenspace rotations, and is standardised per image (zero mean,
-    unit variance per column) so cosine scores compare structure, not overall brightness
-    or image size. patch: mean colour and grey-level spread at a few scales.
-    """
-    unknown = set(kinds) - set(FEATURES)
-    if unknown:
-        raise ValueError(f"unknown token features {sorted(unknown)}; choose from {FEATURES}")
-    parts = []
-    for kind in kinds:
-        if kind == "evecs":
-            parts.append(spectrum.evecs)
-        elif kind == "hks":
-            parts.append(spectrum.hks(count=descriptor_count))
-        elif kind == "wks":
-            parts.append(spectrum.wks(count=descriptor_count))
-        elif kind == "color":
-            parts.append(image.reshape(3, -1).T)
-        elif kind == "boundary":
-            parts.append(spectrum.boundary[:, None])
-        else:  # patch: the context a single pixel lacks, rotation-invariant
-            grey = image.mean(0, keepdim=True)[None]
-            pooled = []
-            for s in PATCH_SCALES:
-                mean = F.avg_pool2d(image[None], s, 1, s // 2, count_include_pad=False)[0]
-                sq = F.avg_pool2d(grey**2, s, 1, s // 2, count_include_pad=False)[0]
-                g = F.avg_pool2d(grey, s, 1, s // 2, count_include_pad=False)[0]
-                pooled += [mean, (sq - g**2).clamp_min(0).sqrt()]
-            parts.append(torch.cat(pooled).reshape(4 * len(PATCH_SCALES), -1).T)
-    feats = []
-    for kind, part in zip(kinds, parts):
-        part = part.to(torch.float32)
-        if kind != "evecs":
-            part = (part - part.mean(0)) / part.std(0).clamp_min(1e-6)
-        feats.append(part)
-    return torch.cat(feats, dim=1)
+from spectral_resnet.config import KERNELS, QK_INITS
 
 
 class QKProjection(nn.Module):
-    """Q = f_t W_q^T, K = f_s W_k^T, plus a log-temperature; hand-initialised or learnable."""
+    """Q = f_t W_q^T, K = f_s W_k^T, plus a log-temperature; hand-initialised or learnable.
+
+    patch: the columns of the patch tokens. `patch` and `learned` start from W = I on them
+    and zero elsewhere (patch matching, exactly); `learned` then trains every column, so
+    the spectral features enter only as far as they help.
+    """
 
     def __init__(
-        self, *, dim: int, init: str = "identity", learnable: bool = False, scale: float = 1.0
+        self,
+        *,
+        dim: int,
+        init: str = "identity",
+        learnable: bool = False,
+        scale: float = 1.0,
+        patch: slice | None = None,
     ):
         super().__init__()
         if init not in QK_INITS:
@@ -90,7 +42,11 @@ class QKProjection(nn.Module):
             gen = torch.Generator().manual_seed(0)
             w_q = torch.randn(dim, dim, generator=gen) / math.sqrt(dim)
             w_k = torch.randn(dim, dim, generator=gen) / math.sqrt(dim)
-        else:  # identity / fmap / descriptor / learned start from W = I on their features
+        elif init in ("patch", "learned") and patch is not None:
+            w_q = torch.zeros(dim, dim)
+            w_q[patch, patch] = torch.eye(patch.stop - patch.start)
+            w_k = w_q.clone()
+        else:  # identity / fmap / descriptor start from W = I on their features
             w_q, w_k = torch.eye(dim), torch.eye(dim)
         self.w_q = nn.Parameter(w_q, requires_grad=learnable)
         self.w_k = nn.Parameter(w_k, requires_grad=learnable)

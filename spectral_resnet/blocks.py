@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,16 @@ class PairContext:
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
     sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
 
+    @cached_property
+    def retrieval(self) -> tuple[Tensor, Tensor]:
+        """Cross-attention retrieval: (B, n_t, 3) sample colours and the (B, n_t) activation
+        in [0, 1], masked by the target's boundary (the seed's activation). Computed once per
+        context: every cross block of a forward pass shares it."""
+        out = self.cross(self.sample_values, self.sample_boundary)  # (B, n_t, 4)
+        act = out[..., 3].clamp_min(0) * self.target_boundary
+        act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
+        return out[..., :3], act
+
 
 @dataclass(frozen=True)
 class BlockOutput:
@@ -63,15 +74,6 @@ class BlockOutput:
 def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
     """(B, 3, H, W) -> (B, H, W) graph boundary strength (adaptive sigma), batched stencil."""
     return grid_laplacian(image, connectivity=connectivity).boundary_strength()
-
-
-def cross_retrieve(ctx: PairContext) -> tuple[Tensor, Tensor]:
-    """Cross-attention retrieval: (B, n_t, 3) sample colours and the (B, n_t) activation in
-    [0, 1], masked by the target's boundary (the seed's activation)."""
-    out = ctx.cross(ctx.sample_values, ctx.sample_boundary)  # (B, n_t, 4)
-    act = out[..., 3].clamp_min(0) * ctx.target_boundary
-    act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
-    return out[..., :3], act
 
 
 def to_stream(tokens: Tensor, ctx: PairContext, shape: tuple[int, int]) -> Tensor:
@@ -141,7 +143,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
-        cross_out, act = cross_retrieve(ctx)
+        cross_out, act = ctx.retrieval
         self_map = to_stream(self_attend(h, ctx), ctx, shape)  # (B, C, H, W)
         cross_map = to_stream(cross_out, ctx, shape)  # (B, C, H, W)
         act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
@@ -193,7 +195,7 @@ class SegmentPaste(nn.Module):
     @torch.no_grad()
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
-        _, act = cross_retrieve(ctx)
+        _, act = ctx.retrieval
         act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
         used = prev.used_seeds if prev is not None else None
         seeds = self.seeds(act_map[:, 0], used)  # (B, S, 2)

@@ -25,10 +25,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
+from tqdm import tqdm
 
 from spectral_resnet.data.pairs import SyntheticPairs
+from spectral_resnet.data.real import photo_files, stereo_pair
 from spectral_resnet.fmap import descriptor_functions
 from spectral_resnet.inference import UsageError, check_overrides, check_writable, shader_config
 from spectral_resnet.io import load_image
@@ -53,6 +56,18 @@ def colour_nn(target: Tensor, sample: Tensor) -> Tensor:
     h, w = target.shape[-2:]
     xy = nearest_neighbour(target[0].flatten(1).T, sample[0].flatten(1).T, sample.shape[-2:])
     return xy.view(1, h, w, 2)
+
+
+def patch_nn(target: Tensor, sample: Tensor, size: int = 7) -> Tensor:
+    """The strongest plain baseline: nearest neighbour of size x size colour patches (SSD,
+    reflect padding), the data term of PatchMatch and SIFT flow."""
+    h, w = target.shape[-2:]
+
+    def patches(img: Tensor) -> Tensor:
+        padded = F.pad(img, (size // 2,) * 4, mode="reflect")
+        return F.unfold(padded, size)[0].T  # (n, 3 size^2)
+
+    return nearest_neighbour(patches(target), patches(sample), sample.shape[-2:]).view(1, h, w, 2)
 
 
 def descriptor_nn(target: Tensor, sample: Tensor, k: int = 16) -> Tensor:
@@ -126,11 +141,55 @@ def flow_folder_pairs(root: Path):
         yield target, sample, torch.nan_to_num(flow), valid
 
 
-def synthetic_pairs(count: int, size: int, seed: int):
-    data = SyntheticPairs(size=size, length=count, seed=seed, split="test")
+def synthetic_pairs(count: int, size: int, seed: int, **warp):
+    """Held-out warped pairs: procedural images, or `files=` photos, with `warp` options."""
+    data = SyntheticPairs(size=size, length=count, seed=seed, split="test", **warp)
     for i in range(count):
         item = data[i]
         yield item["target"], item["sample"], item["flow"], item["valid"]
+
+
+def real_warp(degrees: float, scale: tuple[float, float]) -> dict:
+    """A held-out real set: random crops of the test photos, rotated by exactly +-degrees."""
+    return dict(
+        files=photo_files("test"),
+        crop=(0.4, 1.0),
+        degrees=degrees,
+        fixed_rotation=True,
+        scale=scale,
+        translate=0.05,
+        perspective=0.0,
+        elastic=0.0,
+        jitter=0.0,
+    )
+
+
+SETS = {  # name: (size, warp); "stereo" is the real pair with its own geometry
+    "procedural 64": (64, {}),
+    **{
+        f"real {size}, {name}": (size, real_warp(degrees, scale))
+        for size in (64, 128)
+        for name, degrees, scale in (
+            ("rot 0", 0.0, (0.9, 1.1)),
+            ("rot 20", 20.0, (0.9, 1.1)),
+            ("rot 45", 45.0, (0.9, 1.1)),
+            ("scale 0.8", 0.0, (0.8, 0.8)),
+            ("scale 1.25", 0.0, (1.25, 1.25)),
+        )
+    },
+    "stereo 96 (motorcycle)": (96, None),
+}
+
+
+def set_pairs(name: str, count: int, seed: int):
+    """The pairs of one named evaluation set."""
+    if name not in SETS:
+        raise ValueError(f"unknown evaluation set {name!r}; choose from {list(SETS)}")
+    size, warp = SETS[name]
+    if warp is None:
+        left, right, flow, valid = stereo_pair(size)
+        return iter([(left, right, flow, valid)])
+    return synthetic_pairs(count, size, seed, **warp)
 
 
 def evaluate(methods: dict[str, Matcher], pairs, segments: int = 6) -> dict[str, dict[str, float]]:
@@ -151,11 +210,17 @@ def evaluate(methods: dict[str, Matcher], pairs, segments: int = 6) -> dict[str,
     }
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
-    cols = [*(f"pck@{a}" for a in PCK_ALPHAS), "epe", "miou"]
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+def table(results: dict[str, dict[str, dict[str, float]]], metric: str = "pck@0.05") -> str:
+    """One row per set, one column per method: `metric` (best per row in bold)."""
+    methods = list(next(iter(results.values())))
+    lines = ["| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for name, rows in results.items():
+        best = max(r[metric] for r in rows.values())
+        cells = [
+            f"**{rows[m][metric]:.3f}**" if rows[m][metric] == best else f"{rows[m][metric]:.3f}"
+            for m in methods
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -175,6 +240,7 @@ def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
             SpectralShader.from_checkpoint(cfg.ckpt).eval()
         )
     methods["colour NN"] = colour_nn
+    methods["patch NN (7x7 SSD)"] = patch_nn
     methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, config.spectrum.k)
     return methods
 
@@ -184,14 +250,20 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     methods = build_methods(cfg)
-    if cfg.pairs_dir:
-        pairs = flow_folder_pairs(Path(cfg.pairs_dir))
-    else:
-        pairs = synthetic_pairs(cfg.pairs, cfg.size, cfg.seed)
     if cfg.json:
         check_writable(Path(cfg.json).parent)
-    results = evaluate(methods, pairs, cfg.segments)
-    print(table(results))
+    if cfg.pairs_dir:
+        sets = {str(cfg.pairs_dir): lambda: flow_folder_pairs(Path(cfg.pairs_dir))}
+    else:
+        names = list(SETS) if cfg.sets == "all" else list(cfg.sets)
+        sets = {name: (lambda n=name: set_pairs(n, cfg.pairs, cfg.seed)) for name in names}
+        for name in names:
+            set_pairs(name, 0, cfg.seed)  # unknown names fail before any work
+    results = {}
+    for name, pairs in tqdm(sets.items(), desc="eval", unit="set", disable=not cfg.progress):
+        results[name] = evaluate(methods, pairs(), cfg.segments)
+    for metric in cfg.metrics:
+        print(f"\n{metric}\n" + table(results, metric))
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(results, indent=2))
     return results

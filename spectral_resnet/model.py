@@ -13,18 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet import segments, shading
-from spectral_resnet.attention import (
-    ProjectedAttention,
-    QKProjection,
-    SpectralAttention,
-    feature_dim,
-    token_features,
-)
+from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
 from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
 from spectral_resnet.config import ARCHITECTURE, ShaderConfig
 from spectral_resnet.fmap import aligned_sample_basis
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
+from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
 
@@ -111,13 +106,18 @@ class SpectralShader(nn.Module):
         raw = a.qk_init in ("identity", "fmap")  # the seed's low-rank form on eigenvectors
         scale = a.softmax_scale if a.kernel == "softmax" else 1.0
         kernel = dict(kernel=a.kernel, chunk=a.chunk, max_keys=a.max_keys)
-        self.qk = QKProjection(dim=dim, init=a.qk_init, learnable=a.trains, scale=scale)
+        patch = patch_columns(self.features, config.spectrum.k)
+        self.qk = QKProjection(
+            dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch
+        )
         # a positive (averaging) feature map for tokens whose raw products are not a
         # transfer of functions; the raw form for eigenvector bases
         self.cross_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear" and not raw)
         self.self_qk = None
         if set(self.pattern) & {"x", "s"}:  # target self-attention feeds the soft blocks
-            self.self_qk = QKProjection(dim=dim, init=a.qk_init, learnable=a.trains, scale=scale)
+            self.self_qk = QKProjection(
+                dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch
+            )
             self.self_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear")
         self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from spectral_resnet.attention import QKProjection, SpectralAttention, token_features
+from spectral_resnet.attention import QKProjection, SpectralAttention
 from spectral_resnet.fmap import descriptor_functions, fit_functional_map
 from spectral_resnet.spectral import compute_spectrum
+from spectral_resnet.tokens import token_features
 
 
 def explicit_softmax(q, k, v, scale):
@@ -68,8 +69,9 @@ def test_projection_gradients_follow_learnable_flag():
 
 def test_token_features_shapes_and_errors(photo):
     spec = compute_spectrum(photo, k=6, cache=False)
-    feats = token_features(spec, photo, ("evecs", "hks", "wks", "color", "boundary", "patch"))
-    assert feats.shape == (32 * 40, 6 + 8 + 8 + 3 + 1 + 16) and feats.dtype == torch.float32
+    kinds = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
+    feats = token_features(spec, photo, kinds)
+    assert feats.shape == (32 * 40, 6 + 8 + 8 + 3 + 1 + 16 + 225) and feats.dtype == torch.float32
     assert torch.isfinite(feats).all()
     with pytest.raises(ValueError, match="unknown token features"):
         token_features(spec, photo, ("sift",))

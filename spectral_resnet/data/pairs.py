@@ -28,6 +28,7 @@ from torchvision.transforms import v2
 
 from spectral_resnet.config import SpectrumConfig
 from spectral_resnet.data.procedural import curves, diagram, scene
+from spectral_resnet.data.real import photo_files
 from spectral_resnet.io import load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -62,17 +63,25 @@ def split_files(files: list[Path], split: str, root: Path | None = None) -> list
     return ordered[lo:hi]
 
 
-def fit(image: Tensor, size: int) -> Tensor:
-    """Resize a (3, H, W) image so it is size x size (centre crop to square first)."""
+def fit(image: Tensor, size: int, crop: float = 1.0, where: tuple[float, float] = (0.5, 0.5)):
+    """A square of side `crop` x the short side of a (3, H, W) image, at relative position
+    `where` (0.5, 0.5: centred), resized to size x size."""
     h, w = image.shape[-2:]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
+    s = max(2, round(crop * min(h, w)))
+    top, left = round(where[0] * (h - s)), round(where[1] * (w - s))
     image = image[:, top : top + s, left : left + s]
-    return F.interpolate(image[None], size=(size, size), mode="area" if s > size else "bilinear")[0]
+    mode = "area" if s > size else "bilinear"
+    return F.interpolate(image[None], size=(size, size), mode=mode)[0].clamp(0, 1)
 
 
 class SyntheticPairs(Dataset):
-    """(target = warp(sample), sample, flow target->sample, valid) with known correspondence."""
+    """(target = warp(sample), sample, flow target->sample, valid) with known correspondence.
+
+    Sources: procedural images, or image files (`files`, or a split of `folder`) mixed with a
+    `procedural` share of procedural ones. A source is a random square crop (side `crop`
+    of the short side), warped by rotation (up to +-degrees, or exactly +-degrees with
+    `fixed_rotation`), scale, translation, perspective, elastic and colour jitter.
+    """
 
     def __init__(
         self,
@@ -81,8 +90,12 @@ class SyntheticPairs(Dataset):
         length: int = 256,
         seed: int = 0,
         folder: str | None = None,
+        files: list[Path] | None = None,
+        procedural: float = 0.0,
         split: str = "train",
+        crop: tuple[float, float] = (1.0, 1.0),
         degrees: float = 20.0,
+        fixed_rotation: bool = False,
         scale: tuple[float, float] = (0.9, 1.1),
         translate: float = 0.05,
         perspective: float = 0.15,
@@ -95,14 +108,16 @@ class SyntheticPairs(Dataset):
         self.size, self.length, self.seed = size, length, seed
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.files = None
+        if not 0.0 <= procedural <= 1.0:
+            raise ValueError(f"procedural must be a share in [0, 1], got {procedural}")
+        self.files = list(files) if files else None
         if folder:  # a fixed held-out split of the files (see split_files)
             self.files = split_files(list_images(folder), split, Path(folder))
-        self.geometry = v2.Compose(
+        self.procedural = procedural if self.files else 1.0
+        self.crop, self.degrees, self.fixed_rotation = tuple(crop), degrees, fixed_rotation
+        self.affine = dict(translate=(translate, translate), scale=tuple(scale))
+        self.deform = v2.Compose(
             [
-                v2.RandomAffine(
-                    degrees=degrees, translate=(translate, translate), scale=tuple(scale)
-                ),
                 v2.RandomPerspective(
                     distortion_scale=perspective, p=1.0 if perspective > 0 else 0.0
                 ),
@@ -111,25 +126,41 @@ class SyntheticPairs(Dataset):
         )
         self.colour = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
         self.spectrum = spectrum
+        self._photos: dict[Path, Tensor] = {}  # decoded files, per worker
 
     def __len__(self) -> int:
         return self.length
 
     def source(self, index: int) -> Tensor:
-        if self.files is not None:
-            return fit(load_image(self.files[index % len(self.files)]), self.size)
-        make = GENERATORS[index % len(GENERATORS)]
-        return make((self.size, self.size), seed=self.seed * 100_003 + index)
+        """The index-th source image; call under the item's seed (crops are random)."""
+        draw = torch.rand(4) if self.files is not None else None
+        if draw is None or draw[0] < self.procedural:
+            make = GENERATORS[index % len(GENERATORS)]
+            return make((self.size, self.size), seed=self.seed * 100_003 + index)
+        path = self.files[index % len(self.files)]
+        if path not in self._photos:
+            self._photos[path] = load_image(path)
+        lo, hi = self.crop
+        crop = lo + (hi - lo) * float(draw[1])
+        where = (float(draw[2]), float(draw[3])) if hi > lo or lo < 1 else (0.5, 0.5)
+        return fit(self._photos[path], self.size, crop, where)
+
+    def geometry(self) -> v2.Transform:
+        """This item's warp (call under the item's seed)."""
+        d = self.degrees
+        if self.fixed_rotation:  # exactly +-d
+            d = (d, d) if torch.rand(()) < 0.5 else (-d, -d)
+        return v2.Compose([v2.RandomAffine(degrees=d, **self.affine), self.deform])
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        sample = self.source(index)
-        h, w = sample.shape[-2:]
-        ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
-        coords = torch.stack([xs, ys, torch.ones_like(xs)])  # (3, H, W): x, y, validity
         state = torch.random.get_rng_state()
         torch.manual_seed(self.seed * 1_000_003 + index)  # same pair every epoch, every worker
         try:
-            target, warped = self.geometry(tv_tensors.Image(sample), tv_tensors.Image(coords))
+            sample = self.source(index)
+            h, w = sample.shape[-2:]
+            ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+            coords = torch.stack([xs, ys, torch.ones_like(xs)])  # (3, H, W): x, y, validity
+            target, warped = self.geometry()(tv_tensors.Image(sample), tv_tensors.Image(coords))
             target = self.colour(target).clamp(0, 1)
         finally:
             torch.random.set_rng_state(state)
@@ -193,25 +224,38 @@ class PairDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         folder: str | None = None,
+        real: bool = False,
+        procedural: float = 0.0,
         real_pairs: str | None = None,
         spectrum: SpectrumConfig | None = None,
         warp: dict | None = None,
         seed: int = 0,
     ):
-        """spectrum: the model's SpectrumConfig (train.py passes it), so the spectra the
+        """real: the bundled photo corpus (spectral_resnet.data.real), split by source image;
+        procedural: the share of training pairs drawn by the procedural generator instead.
+        spectrum: the model's SpectrumConfig (train.py passes it), so the spectra the
         workers cache are the ones the model looks up, by construction."""
         super().__init__()
         self.save_hyperparameters(ignore=["spectrum"])
         if spectrum is not None and not isinstance(spectrum, SpectrumConfig):
             spectrum = SpectrumConfig(**spectrum)  # hydra.utils.instantiate passes a dict
+        if real and folder:
+            raise ValueError("choose one source of images: data.real=true or data.folder=DIR")
         common = dict(size=size, folder=folder, spectrum=spectrum, **dict(warp or {}))
-        self.train_set: Dataset = SyntheticPairs(length=train_pairs, seed=seed, **common)
+        files = {split: photo_files(split) if real else None for split in SPLITS}
+        self.train_set: Dataset = SyntheticPairs(
+            length=train_pairs, seed=seed, files=files["train"], procedural=procedural, **common
+        )
         if real_pairs:
             self.train_set = torch.utils.data.ConcatDataset(
                 [self.train_set, FolderPairs(root=real_pairs, size=size, spectrum=spectrum)]
             )
-        self.val_set = SyntheticPairs(length=val_pairs, seed=seed + 1_000, split="val", **common)
-        self.test_set = SyntheticPairs(length=test_pairs, seed=seed + 2_000, split="test", **common)
+        self.val_set = SyntheticPairs(
+            length=val_pairs, seed=seed + 1_000, split="val", files=files["val"], **common
+        )
+        self.test_set = SyntheticPairs(
+            length=test_pairs, seed=seed + 2_000, split="test", files=files["test"], **common
+        )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
