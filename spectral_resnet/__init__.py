@@ -1,5 +1,7 @@
 """spectral_resnet: copy structure from a sample image onto a target through spectral attention."""
 
+from pathlib import Path
+
 from spectral_resnet.config import (
     AttentionConfig,
     PasteConfig,
@@ -10,7 +12,11 @@ from spectral_resnet.config import (
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import ShaderOutput, SpectralShader
 
+# the shipped learned Q/K (+ FFN): `python train.py experiment=pretrained` rebuilds it
+PRETRAINED = Path(__file__).resolve().parent / "weights" / "pretrained.pt"
+
 __all__ = [
+    "PRETRAINED",
     "AttentionConfig",
     "ImageError",
     "PasteConfig",

@@ -24,6 +24,8 @@ class QKProjection(nn.Module):
     patch: the columns of the patch tokens. `patch` and `learned` start from W = I on them
     and zero elsewhere (patch matching, exactly); `learned` then trains every column, so
     the spectral features enter only as far as they help.
+    tied: one W for both sides (W_k = W_q): the scores are a learned metric, symmetric in
+    the two images, which generalised better to held-out photos than two free maps.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class QKProjection(nn.Module):
         learnable: bool = False,
         scale: float = 1.0,
         patch: slice | None = None,
+        tied: bool = False,
     ):
         super().__init__()
         if init not in QK_INITS:
@@ -49,7 +52,7 @@ class QKProjection(nn.Module):
         else:  # identity / fmap / descriptor start from W = I on their features
             w_q, w_k = torch.eye(dim), torch.eye(dim)
         self.w_q = nn.Parameter(w_q, requires_grad=learnable)
-        self.w_k = nn.Parameter(w_k, requires_grad=learnable)
+        self.w_k = None if tied else nn.Parameter(w_k, requires_grad=learnable)
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)), requires_grad=learnable)
 
     @property
@@ -58,7 +61,8 @@ class QKProjection(nn.Module):
 
     def forward(self, f_t: Tensor, f_s: Tensor) -> tuple[Tensor, Tensor]:
         """(B, n_t, d), (B, n_s, d) -> Q (B, n_t, d), K (B, n_s, d)."""
-        return f_t @ self.w_q.T, f_s @ self.w_k.T
+        w_k = self.w_q if self.w_k is None else self.w_k
+        return f_t @ self.w_q.T, f_s @ w_k.T
 
 
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:

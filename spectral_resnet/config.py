@@ -34,6 +34,7 @@ ARCHITECTURE = (
     "attention.kernel",
     "attention.features",
     "attention.learnable",
+    "attention.tied",
     "attention.softmax_scale",
     "attention.hidden",
     "attention.gate_bias",
@@ -89,6 +90,7 @@ class AttentionConfig:
     kernel: str = "linear"  # linear (low rank, full resolution) | softmax (exact, chunked)
     features: list[str] | None = None  # token features; null: the qk_init's own
     learnable: bool | None = None  # null: only qk_init=learned trains
+    tied: bool = False  # one projection for both sides (W_k = W_q): a learned metric
     softmax_scale: float = 10.0  # initial temperature of the cosine scores (softmax kernel)
     hidden: int = 32  # FFN hidden width of the soft blocks
     gate_bias: float = 2.0  # initial gate logit of the soft blocks

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
+from spectral_resnet import PRETRAINED
 from spectral_resnet.data.pairs import SyntheticPairs
 from spectral_resnet.data.real import photo_files, stereo_pair
 from spectral_resnet.fmap import descriptor_functions
@@ -232,13 +233,13 @@ def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
         ("identity (seed baseline)", "identity"),
         ("fmap", "fmap"),
         ("descriptor", "descriptor"),
+        ("patch (W = I)", "patch"),
     ):
         hand = replace(config, attention=replace(config.attention, qk_init=init, features=None))
         methods[name] = shader_matcher(SpectralShader(hand).eval())
     if cfg.ckpt:
-        methods["learned (checkpoint)"] = shader_matcher(
-            SpectralShader.from_checkpoint(cfg.ckpt).eval()
-        )
+        path = PRETRAINED if cfg.ckpt == "pretrained" else Path(cfg.ckpt)
+        methods["learned"] = shader_matcher(SpectralShader.from_checkpoint(path).eval())
     methods["colour NN"] = colour_nn
     methods["patch NN (7x7 SSD)"] = patch_nn
     methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, config.spectrum.k)

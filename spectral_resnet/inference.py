@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from spectral_resnet import viz
+from spectral_resnet import PRETRAINED, viz
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -121,12 +121,19 @@ def shader_config(node: DictConfig) -> ShaderConfig:
 def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
     """The configured shader, or the model a checkpoint was trained with (its architecture
     fixed; runtime options such as pattern, work_size and paste.* from the config)."""
-    config = shader_config(cfg.model)
-    if cfg.ckpt:
-        shader = SpectralShader.from_checkpoint(cfg.ckpt, config, model_overrides())
-    else:
-        shader = SpectralShader(config)
-    return shader.to(device).eval()
+    config, given = shader_config(cfg.model), model_overrides()
+    ckpt = cfg.ckpt
+    if ckpt == "pretrained":  # the shipped weights, unless the command line picks a hand init
+        ckpt = None if "attention.qk_init" in given else PRETRAINED
+    if ckpt:
+        return SpectralShader.from_checkpoint(ckpt, config, given).to(device).eval()
+    if config.attention.qk_init == "learned":
+        print(
+            "warning: qk_init=learned without a checkpoint runs untrained projections "
+            "(patch matching); use ckpt=pretrained or a train.py checkpoint",
+            file=sys.stderr,
+        )
+    return SpectralShader(config).to(device).eval()
 
 
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:

@@ -108,7 +108,7 @@ class SpectralShader(nn.Module):
         kernel = dict(kernel=a.kernel, chunk=a.chunk, max_keys=a.max_keys)
         patch = patch_columns(self.features, config.spectrum.k)
         self.qk = QKProjection(
-            dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch
+            dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch, tied=a.tied
         )
         # a positive (averaging) feature map for tokens whose raw products are not a
         # transfer of functions; the raw form for eigenvector bases
@@ -116,7 +116,7 @@ class SpectralShader(nn.Module):
         self.self_qk = None
         if set(self.pattern) & {"x", "s"}:  # target self-attention feeds the soft blocks
             self.self_qk = QKProjection(
-                dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch
+                dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch, tied=a.tied
             )
             self.self_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear")
         self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)

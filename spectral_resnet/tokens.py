@@ -86,9 +86,9 @@ def patch_tokens(image: Tensor) -> Tensor:
     parts = []
     for d in PATCH_DILATIONS:
         smooth = gaussian_blur(image[None], 0.5 * d)[0] if d > 1 else image
-        p = oriented_patches(smooth, d, dominant_orientation(grey, 2.0 * d))  # (n, 3 P)
+        p = oriented_patches(smooth, d, dominant_orientation(grey, float(d)))  # (n, 3 P)
         p = p - p.mean(1, keepdim=True)
-        parts.append(p / (p.pow(2).mean(1, keepdim=True) + 0.02**2).sqrt())
+        parts.append(p / (p.pow(2).mean(1, keepdim=True) + 0.05**2).sqrt())
     return torch.cat(parts, 1)
 
 

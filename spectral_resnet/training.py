@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_resnet import viz
+from spectral_resnet import PRETRAINED, viz
 from spectral_resnet.inference import UsageError, build, remove_failed_run_dir, shader_config
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -39,6 +39,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:  # identity / fmap baselines: nothing to learn, evaluate as they are
         trainer.validate(module, datamodule=datamodule)
         checkpoint = None
+    if checkpoint and cfg.get("export") and trainer.is_global_zero:  # kilobytes: config + weights
+        path = PRETRAINED if cfg.export == "pretrained" else Path(cfg.export)
+        SpectralShader.from_checkpoint(checkpoint).save(path)
+        print(f"exported the best weights to {path}")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint)  # the best weights

@@ -87,3 +87,32 @@ def test_functional_map_of_an_image_with_itself_is_near_identity(photo):
     flipped.evecs = spec.evecs * torch.tensor([1, -1, 1, 1, -1, 1, 1, 1], dtype=spec.evecs.dtype)
     c2 = fit_functional_map(flipped, spec, funcs, funcs, commutativity=1e-3)
     assert torch.allclose(flipped.evecs @ c2.T, spec.evecs @ c.T, atol=1e-8)
+
+
+def test_patch_tokens_turn_with_the_image(photo):
+    """Oriented patches: a pixel's token is the same after the image is rotated by 90 deg."""
+    from spectral_resnet.tokens import patch_tokens
+
+    image = photo[:, :32, :32]
+    turned = torch.rot90(image, 1, (1, 2))  # (y, x) -> (31 - x, y)
+    a, b = patch_tokens(image), patch_tokens(turned)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    inner = (slice(8, -8), slice(8, -8))  # away from the reflected border
+    same = torch.nn.functional.cosine_similarity(
+        a[(ys * 32 + xs)[inner].flatten()], b[((31 - xs) * 32 + ys)[inner].flatten()]
+    )
+    assert float(same.median()) > 0.99
+
+
+def test_patch_and_learned_inits_are_patch_matching_exactly(photo):
+    from spectral_resnet.tokens import feature_dim, patch_columns
+
+    kinds = ("patch", "color", "hks", "wks")
+    dim, cols = feature_dim(kinds, 6), patch_columns(kinds, 6)
+    f_t, f_s = torch.randn(1, 10, dim), torch.randn(1, 12, dim)
+    for tied in (False, True):
+        proj = QKProjection(dim=dim, init="learned", learnable=True, patch=cols, tied=tied)
+        q, k = proj(f_t, f_s)
+        assert torch.equal(q[..., cols], f_t[..., cols]) and not q[..., cols.stop :].any()
+        assert torch.equal(k[..., cols], f_s[..., cols])
+        assert len(list(proj.parameters())) == (2 if tied else 3)  # W (W_k) and temperature

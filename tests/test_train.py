@@ -291,3 +291,53 @@ def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, overrid
     assert len(errors) == 1 and errors[0].startswith("train.py: error:") and message in errors[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+def test_real_corpus_splits_by_source_image_and_the_stereo_flow_is_right():
+    from spectral_resnet.data.real import PHOTOS, SPLITS, photo_files, stereo_pair
+
+    named = [set(SPLITS[s]) for s in ("train", "val", "test")]
+    assert set.union(*named) == set(PHOTOS) and sum(map(len, named)) == len(PHOTOS)
+    assert all(p.is_file() for s in SPLITS for p in photo_files(s))
+    left, right, flow, valid = stereo_pair(48)
+    h, w = left.shape[-2:]
+    grid = torch.stack([(2 * flow[..., 0] + 1) / w - 1, (2 * flow[..., 1] + 1) / h - 1], -1)
+    warped = F.grid_sample(right[None], grid[None], align_corners=False)[0]
+    err = (warped - left).abs().mean(0)[valid].mean()
+    assert valid.float().mean() > 0.4 and err < 0.5 * (right - left).abs().mean(0)[valid].mean()
+
+
+def test_real_pairs_crop_rotate_exactly_and_never_mix_splits():
+    from spectral_resnet.data.real import photo_files
+
+    files = photo_files("test")
+    pairs = SyntheticPairs(
+        size=32,
+        length=4,
+        files=files,
+        crop=(0.4, 1.0),
+        degrees=45.0,
+        fixed_rotation=True,
+        perspective=0.0,
+        elastic=0.0,
+        jitter=0.0,
+        translate=0.0,
+        scale=(1.0, 1.0),
+    )
+    for i in range(4):
+        item = pairs[i]
+        centre = item["flow"][16, 16] - torch.tensor([15.5, 15.5])
+        step = item["flow"][16, 20] - item["flow"][16, 16]  # 4 px to the right, rotated
+        angle = torch.rad2deg(torch.atan2(step[1], step[0])).abs()
+        assert abs(float(angle) - 45.0) < 0.5 and centre.norm() < 1.0
+    train = SyntheticPairs(size=16, length=1, files=photo_files("train"))
+    assert not set(train.files) & set(files)
+
+
+def test_patch_nn_finds_every_pixel_of_an_image_in_itself():
+    from spectral_resnet.eval import patch_nn
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 12, 14, generator=g)
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(14.0), indexing="ij")
+    assert torch.equal(patch_nn(image, image)[0], torch.stack([xs, ys], -1))

@@ -34,6 +34,8 @@ from spectral_resnet.io import load_image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GENERATORS = (scene, scene, curves, diagram)  # mostly photo-like, some line art
 SPLITS = ("train", "val", "test")
+# bilinear warps: photos without nearest-neighbour jaggies, and sub-pixel ground-truth flow
+BILINEAR = dict(interpolation=v2.InterpolationMode.BILINEAR)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -119,9 +121,11 @@ class SyntheticPairs(Dataset):
         self.deform = v2.Compose(
             [
                 v2.RandomPerspective(
-                    distortion_scale=perspective, p=1.0 if perspective > 0 else 0.0
+                    distortion_scale=perspective, p=1.0 if perspective > 0 else 0.0, **BILINEAR
                 ),
-                v2.ElasticTransform(alpha=elastic, sigma=5.0) if elastic > 0 else v2.Identity(),
+                v2.ElasticTransform(alpha=elastic, sigma=5.0, **BILINEAR)
+                if elastic > 0
+                else v2.Identity(),
             ]
         )
         self.colour = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
@@ -150,7 +154,7 @@ class SyntheticPairs(Dataset):
         d = self.degrees
         if self.fixed_rotation:  # exactly +-d
             d = (d, d) if torch.rand(()) < 0.5 else (-d, -d)
-        return v2.Compose([v2.RandomAffine(degrees=d, **self.affine), self.deform])
+        return v2.Compose([v2.RandomAffine(degrees=d, **self.affine, **BILINEAR), self.deform])
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         state = torch.random.get_rng_state()
