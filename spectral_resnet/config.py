@@ -22,7 +22,7 @@ from spectral_resnet.spectral import Spectrum, compute_spectrum
 
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
-FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
+FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch", "window")
 INKS = ("dark", "light", "any")
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (
@@ -181,7 +181,10 @@ class ShaderConfig:
     """The whole shader: a pattern of block letters and the options of each part."""
 
     pattern: str = "cccc"  # block letters, see spectral_resnet.blocks.BLOCKS
-    work_size: int | None = None  # long side the attention runs at; null: full resolution
+    # long side (px) the spectra and attention run at; larger images are area-downsampled for
+    # them (pastes stay full resolution). 256 keeps softmax attention at 65k^2 scores and the
+    # patch tokens near the scale they were trained at; null: full resolution
+    work_size: int | None = 256
     refresh_target: bool = False  # recompute the target's spectrum between blocks
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)

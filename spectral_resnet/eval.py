@@ -34,7 +34,13 @@ from spectral_resnet import PRETRAINED
 from spectral_resnet.data.pairs import SyntheticPairs
 from spectral_resnet.data.real import photo_files, stereo_pair
 from spectral_resnet.fmap import descriptor_functions
-from spectral_resnet.inference import UsageError, check_overrides, check_writable, shader_config
+from spectral_resnet.inference import (
+    UsageError,
+    check_overrides,
+    check_writable,
+    set_threads,
+    shader_config,
+)
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -248,8 +254,7 @@ def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluate every method on the configured pairs; print the table, write the JSON."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     methods = build_methods(cfg)
     if cfg.json:
         check_writable(Path(cfg.json).parent)

@@ -53,7 +53,12 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
     overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
     try:
         with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name):
-            compose(config_name, overrides=overrides)
+            cfg = compose(config_name, overrides=overrides)
+        if config_name == "infer" and cfg.output_dir:  # Hydra makes its run dir there
+            check_writable(Path(cfg.output_dir))
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as err:
         text = f"{err}\n{err.__cause__ or ''}"
         lines = [ln.strip() for ln in text.strip().splitlines()]
@@ -87,6 +92,15 @@ def check_writable(directory: Path) -> None:
         raise UsageError(
             f"output_dir {directory} is not writable; choose another output_dir="
         ) from None
+
+
+def set_threads(threads) -> None:
+    """torch's CPU thread count, checked: null keeps torch's default."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads must be a positive integer (or null), got {threads!r}")
+    torch.set_num_threads(threads)
 
 
 def build(node: DictConfig, what: str, **kwargs):
@@ -166,8 +180,7 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         raise UsageError(f"device must be cpu or cuda, got {cfg.device!r}")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("device=cuda but no CUDA device is available; use device=cpu")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     device = torch.device(cfg.device)
     target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
     sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
@@ -237,6 +250,10 @@ def cli_main(cfg: DictConfig) -> int:
         print(f"infer.py: error: {err}", file=sys.stderr)
         remove_failed_run_dir(hydra_dir)
         return 2
+    except KeyboardInterrupt:
+        print("infer.py: interrupted; nothing was written", file=sys.stderr)
+        remove_failed_run_dir(hydra_dir)
+        return 130
     report = json.loads((out_dir / "run.json").read_text())
     timing = "; ".join(
         f"{r['output']} {r['timings_s']['total']:.2f}s (spectra {r['timings_s']['spectra']:.2f}s)"
@@ -253,3 +270,6 @@ def remove_failed_run_dir(directory: Path) -> None:
         return
     if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
         shutil.rmtree(directory, ignore_errors=True)
+        for parent in directory.parents[:2]:  # outputs/infer/ and outputs/, when now empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()

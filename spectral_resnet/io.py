@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -63,7 +63,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "downscale it or raise max_pixels"
                     )
                 img.load()
-                arr = _to_rgb_array(img)
+                arr = _to_rgb_array(ImageOps.exif_transpose(img))  # phone photos stand upright
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -66,8 +66,6 @@ class ShaderModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        if model.config.work_size is not None:  # losses index pixels at full resolution
-            raise ValueError("training runs at full resolution: set model.work_size=null")
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_metrics": MetricCollection({metric_key(n): MeanMetric() for n in METRICS})
@@ -87,6 +85,11 @@ class ShaderModule(L.LightningModule):
         )
         b, _, h, w = target.shape
         ctx = self.model.pair_context(target, sample)
+        if tuple(ctx.work_shape) != (h, w):  # losses index pixels at full resolution
+            raise ValueError(
+                f"training pairs ({h}x{w}) exceed model.work_size={self.model.config.work_size}: "
+                "raise it or set it to null"
+            )
         n = min(self.hparams.queries, h * w)
         weights = valid.flatten(1).float() + 1e-3  # prefer pixels with a known match
         gen = None if self.training else torch.Generator(device="cpu").manual_seed(0)

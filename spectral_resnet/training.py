@@ -9,19 +9,23 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet import PRETRAINED, viz
-from spectral_resnet.inference import UsageError, build, remove_failed_run_dir, shader_config
+from spectral_resnet.inference import (
+    UsageError,
+    build,
+    remove_failed_run_dir,
+    set_threads,
+    shader_config,
+)
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns every logged metric as a float."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
     model = SpectralShader(shader_config(cfg.model))

@@ -66,18 +66,18 @@ def overlay(image: Tensor, masks: Tensor | None, seeds: Tensor | None) -> Tensor
 
 
 def contact_sheet(panels: list[tuple[str, Tensor]], height: int = 256) -> Tensor:
-    """Label + image panels side by side, each scaled to `height` rows: (3, H', W')."""
+    """Label + image panels side by side, each fitted into a `height` x 2 `height` box (aspect
+    kept, so a 2000 x 1 strip stays small): (3, H', W')."""
     tiles = []
     for title, img in panels:
         img = img.detach().float().cpu()
         if img.dim() == 2:
             img = heatmap(img)
         h, w = img.shape[-2:]
-        width = max(1, round(w * height / h))
-        tile = F.interpolate(img[None], size=(height, width), mode="bilinear", align_corners=False)[
-            0
-        ]
-        pil = Image.new("RGB", (width, height + 18), (255, 255, 255))
+        s = min(height / h, 2 * height / w)
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        tile = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False)[0]
+        pil = Image.new("RGB", (max(size[1], 60), height + 18), (255, 255, 255))
         pil.paste(Image.fromarray(to_uint8(tile.clamp(0, 1))), (0, 18))
         ImageDraw.Draw(pil).text((4, 3), title, fill=(0, 0, 0))
         tiles.append(pil)

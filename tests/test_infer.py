@@ -26,7 +26,10 @@ def config(overrides):
 
 def run_cli(tmp_path, *overrides):
     out = tmp_path / "out"
-    cfg = config([f"output_dir={out}", "progress=false", "model.spectrum.k=8", *overrides])
+    base = [f"output_dir={out}", "progress=false", "model.spectrum.k=8"]
+    if not any(o.startswith("ckpt=") for o in overrides):  # the hand-init pipeline
+        base.append("ckpt=null")
+    cfg = config([*base, *overrides])
     return cli_main(cfg), out
 
 
@@ -254,3 +257,21 @@ def test_checkpoint_brings_its_model_and_refuses_architecture_overrides(tmp_path
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "model.spectrum.k=8 changes the architecture" in bad.stderr and "k=6" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_default_run_uses_the_shipped_weights_and_a_hand_init_skips_them(tmp_path):
+    from spectral_resnet import PRETRAINED, SpectralShader
+
+    shipped = SpectralShader.from_checkpoint(PRETRAINED).config
+    assert shipped.attention.qk_init == "learned" and PRETRAINED.stat().st_size < 2_000_000
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    base = [sys.executable, str(ROOT / "infer.py"), "direction=forward", "progress=false"]
+    for extra, init in (([], "learned"), (["model.attention.qk_init=fmap"], "fmap")):
+        out = tmp_path / init
+        proc = subprocess.run(
+            [*base, f"output_dir={out}", *extra], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        model = json.loads((out / "run.json").read_text())["model"]
+        assert model["attention"]["qk_init"] == init
+        assert (model["attention"]["tied"] is True) == (init == "learned")
