@@ -120,10 +120,10 @@ class SpectralAttention(nn.Module):
         k, v = self.select_keys(k, v, boundary)
         q, k = F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1)  # scale: a learnable tensor
         # CPU SDPA takes its fast kernel only for head dims >= 32: zero-padding q, k (scores
-        # unchanged) and v (extra outputs dropped) to a power of two >= 32 made it 5x faster
-        # here for d = 16, d_v = 4 (0.25 -> 1.3 G scores/s on 2 cores)
+        # unchanged) and v (extra outputs dropped) to 32 made it 5x faster here for d = 16,
+        # d_v = 4 (0.25 -> 1.3 G scores/s on 2 cores); wider heads pad to a multiple of 16
         d_v = v.shape[-1]
-        width = max(32, 1 << (max(q.shape[-1], d_v) - 1).bit_length())
+        width = max(32, -(-max(q.shape[-1], d_v) // 16) * 16)
         q = F.pad(q, (0, width - q.shape[-1]))
         k4 = F.pad(k, (0, width - k.shape[-1]))[:, None].contiguous()  # (B, 1, n_s, P): 4-D
         v4 = F.pad(v, (0, width - d_v))[:, None].contiguous()
@@ -148,6 +148,18 @@ class SpectralAttention(nn.Module):
         (softmax) or the raw low-rank scores (linear)."""
         logits = self.scores(gather_rows(q, index), k, scale)
         return logits.softmax(-1) if self.kernel == "softmax" else logits
+
+    def confidence(self, q: Tensor, k: Tensor, scale: Tensor, boundary: Tensor | None) -> Tensor:
+        """Each query's largest attention weight over the (selected) keys, (B, n_t) in (0, 1]:
+        high where one sample place matches clearly, low where many match alike."""
+        k, _ = self.select_keys(k, k[..., :1], boundary)
+        return torch.cat(
+            [
+                self.scores(q[:, i : i + self.chunk], k, scale).softmax(-1).amax(-1)
+                for i in range(0, q.shape[1], self.chunk)
+            ],
+            dim=1,
+        )
 
     def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
         """Index of each query's best key, (B, n_t), chunked like the softmax kernel."""

@@ -47,10 +47,18 @@ class PairContext:
     @cached_property
     def retrieval(self) -> tuple[Tensor, Tensor]:
         """Cross-attention retrieval: (B, n_t, 3) sample colours and the (B, n_t) activation
-        in [0, 1], masked by the target's boundary (the seed's activation). Computed once per
-        context: every cross block of a forward pass shares it."""
+        in [0, 1], masked by the target's boundary. Computed once per context: every cross
+        block of a forward pass shares it. The activation is the seed's retrieved boundary
+        strength for the low-rank kernel; for softmax, whose averages retrieve some boundary
+        everywhere, it is the attention's confidence (its largest weight), so seeds go where
+        one sample structure matches clearly."""
         out = self.cross(self.sample_values, self.sample_boundary)  # (B, n_t, 4)
-        act = out[..., 3].clamp_min(0) * self.target_boundary
+        c = self.cross
+        if c.kernel.kernel == "softmax":
+            evidence = c.kernel.confidence(c.q, c.k, c.scale, self.sample_boundary)
+        else:
+            evidence = out[..., 3].clamp_min(0)
+        act = evidence * self.target_boundary
         act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
         return out[..., :3], act
 

@@ -96,7 +96,7 @@ class AttentionConfig:
     gate_bias: float = 2.0  # initial gate logit of the soft blocks
     threshold: float = 0.2  # activation threshold of gates and seeds
     chunk: int = 4096  # softmax query chunk
-    max_keys: int | None = None  # softmax key cap (top boundary pixels)
+    max_keys: int | None = 4096  # softmax: keys kept (the strongest boundary pixels); null: all
 
     def __post_init__(self):
         if self.qk_init not in QK_INITS:
