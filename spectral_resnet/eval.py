@@ -174,7 +174,7 @@ def real_warp(degrees: float, scale: tuple[float, float]) -> dict:
 SETS = {  # name: (size, warp); "stereo" is the real pair with its own geometry
     "procedural 64": (64, {}),
     **{
-        f"real {size}, {name}": (size, real_warp(degrees, scale))
+        f"real {size} {name}": (size, real_warp(degrees, scale))
         for size in (64, 128)
         for name, degrees, scale in (
             ("rot 0", 0.0, (0.9, 1.1)),

@@ -248,11 +248,11 @@ def cli_main(cfg: DictConfig) -> int:
         out_dir, written = run(cfg)
     except (ImageError, UsageError, CheckpointError, ValueError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
-        remove_failed_run_dir(hydra_dir)
+        remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 2
     except KeyboardInterrupt:
         print("infer.py: interrupted; nothing was written", file=sys.stderr)
-        remove_failed_run_dir(hydra_dir)
+        remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 130
     report = json.loads((out_dir / "run.json").read_text())
     timing = "; ".join(
@@ -263,13 +263,14 @@ def cli_main(cfg: DictConfig) -> int:
     return 0
 
 
-def remove_failed_run_dir(directory: Path) -> None:
+def remove_failed_run_dir(directory: Path, default: bool = False) -> None:
     """Hydra makes its run dir (with .hydra/ and a log) before we run: if this process made
-    it and failed before writing anything of its own, leave nothing behind."""
+    it and failed before writing anything of its own, leave nothing behind. default: it is
+    Hydra's default outputs/<app>/<time>, whose parents go too when they are left empty."""
     if not directory.is_dir() or directory.stat().st_ctime < STARTED - 1:
         return
     if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
         shutil.rmtree(directory, ignore_errors=True)
-        for parent in directory.parents[:2]:  # outputs/infer/ and outputs/, when now empty
+        for parent in directory.parents[: 2 if default else 0]:  # outputs/infer/, outputs/
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()

@@ -256,7 +256,7 @@ def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path):
         flow[~item["valid"].numpy()] = np.nan
         np.save(tmp_path / "flow" / f"p{i}.npy", flow)
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
-    args = [sys.executable, "-m", "spectral_resnet.eval", f"pairs_dir={tmp_path}"]
+    args = [sys.executable, "-m", "spectral_resnet.eval", f"pairs_dir={tmp_path}", "progress=false"]
     args.append("model.spectrum.k=6")
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -341,3 +341,19 @@ def test_patch_nn_finds_every_pixel_of_an_image_in_itself():
     image = torch.rand(1, 3, 12, 14, generator=g)
     ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(14.0), indexing="ij")
     assert torch.equal(patch_nn(image, image)[0], torch.stack([xs, ys], -1))
+
+
+@pytest.mark.slow
+def test_shipped_weights_beat_patch_matching_under_rotation(tmp_path):
+    """The held-out real photos at 45 deg, a few pairs: the shipped model against the
+    baselines (the full table is `python -m spectral_resnet.eval`, in the README)."""
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "eval.json"
+    args = [sys.executable, "-m", "spectral_resnet.eval", "sets=['real 64 rot 45']", "pairs=6"]
+    args += [f"json={out}", "progress=false"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["real 64 rot 45"]
+    learned = rows["learned"]["pck@0.05"]
+    assert learned > rows["patch NN (7x7 SSD)"]["pck@0.05"] + 0.05
+    assert learned > rows["colour NN"]["pck@0.05"]
