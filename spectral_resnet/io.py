@@ -52,11 +52,15 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"{path}: is a directory, not an image file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes); re-export the image")
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, bomb_limit or 0)  # ours is the limit that counts
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
+                if w * h < 2:
+                    raise ImageError(f"{path}: a {w}x{h} image; it needs at least 2 pixels")
                 if w * h > max_pixels:
                     raise ImageError(
                         f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}; "
@@ -66,12 +70,19 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 arr = _to_rgb_array(ImageOps.exif_transpose(img))  # phone photos stand upright
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{path}: declares more pixels than the limit of {max_pixels} (a decompression "
+            "bomb, or a huge image); raise max_pixels if you trust it"
+        ) from None
+    except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image (PNG, JPEG, ...); check the file") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(
             f"{path}: image data is truncated or corrupt ({err}); re-export it"
         ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 

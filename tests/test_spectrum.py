@@ -109,3 +109,22 @@ def test_solver_options_reach_the_solver_and_the_cache_key(tmp_path, photo):
         compute_spectrum(
             photo, k=6, method="arpack", cache=False, solver_options={"ordering": "amd"}
         )
+
+
+def test_cache_entry_with_a_valid_checksum_but_wrong_contents_is_recomputed(tmp_path, photo):
+    import json
+
+    from spectral_resnet.spectral.spectrum import SpectrumCache, _checksum, compute_spectrum
+
+    cache = SpectrumCache(tmp_path)
+    good = compute_spectrum(photo, k=4, cache=cache)
+    (file,) = tmp_path.rglob("*.pt")
+    blob = torch.load(file, weights_only=True)
+    blob["evecs"] = torch.full_like(blob["evecs"], float("nan"))  # re-checksummed: looks valid
+    names = ("evals", "evecs", "degrees", "boundary", "residuals")
+    blob["checksum"] = _checksum({n: blob[n] for n in names})
+    torch.save(blob, file)
+    fresh = SpectrumCache(tmp_path)  # a new process: nothing in memory
+    again = compute_spectrum(photo, k=4, cache=fresh)
+    assert torch.isfinite(again.evecs).all() and again.seconds > 0  # recomputed, not trusted
+    assert torch.allclose(again.evals, good.evals) and json.dumps(again.params)

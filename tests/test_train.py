@@ -357,3 +357,15 @@ def test_shipped_weights_beat_patch_matching_under_rotation(tmp_path):
     learned = rows["learned"]["pck@0.05"]
     assert learned > rows["patch NN (7x7 SSD)"]["pck@0.05"] + 0.05
     assert learned > rows["colour NN"]["pck@0.05"]
+
+
+def test_a_corrupt_file_in_the_image_folder_is_skipped_with_a_warning(tmp_path):
+    from spectral_resnet.data.pairs import list_images
+    from spectral_resnet.io import save_image
+
+    for i in range(3):
+        save_image(torch.rand(3, 8, 8), tmp_path / f"ok{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="broken.png"):
+        files = list_images(tmp_path)
+    assert [p.name for p in files] == ["ok0.png", "ok1.png", "ok2.png"]

@@ -15,12 +15,14 @@ cache: epochs after the first do no eigensolves.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -43,9 +45,24 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+    readable = [p for p in files if readable_image(p)]
+    for p in sorted(set(files) - set(readable)):
+        warnings.warn(f"skipping {p}: not a readable image", stacklevel=2)
+    if not readable:
+        raise ValueError(
+            f"image folder {folder} has no readable images ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    return readable
+
+
+def readable_image(path: Path) -> bool:
+    """Whether Pillow can parse the file's structure (cheap: no full decode)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:
+        return False
 
 
 def split_files(files: list[Path], split: str, root: Path | None = None) -> list[Path]:

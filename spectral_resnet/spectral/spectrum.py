@@ -126,6 +126,19 @@ def cache_key(image: Tensor, params: dict) -> str:
     return h.hexdigest()
 
 
+def check_contents(tensors: dict[str, Tensor], shape: tuple[int, int], k: int) -> None:
+    """A cache entry whose checksum holds can still be wrong (written by a buggy build, or
+    edited): its shapes must fit the image and k, and every value must be finite."""
+    n = shape[0] * shape[1]
+    expected = {"evals": (k,), "evecs": (n, k), "degrees": (n,), "boundary": (n,)}
+    for name, size in expected.items():
+        if tuple(tensors[name].shape) != size:
+            raise ValueError(f"{name} has shape {tuple(tensors[name].shape)}, expected {size}")
+    bad = [name for name, t in tensors.items() if not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"non-finite values in {bad}")
+
+
 def _checksum(tensors: dict[str, Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -180,6 +193,7 @@ class SpectrumCache:
                 raise ValueError("stale entry")
             if blob["checksum"] != _checksum(tensors):
                 raise ValueError("checksum mismatch")
+            check_contents(tensors, tuple(blob["shape"]), json.loads(blob["params"])["k"])
             return Spectrum(
                 shape=tuple(blob["shape"]),
                 params=json.loads(blob["params"]),
