@@ -369,3 +369,16 @@ def test_a_corrupt_file_in_the_image_folder_is_skipped_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="broken.png"):
         files = list_images(tmp_path)
     assert [p.name for p in files] == ["ok0.png", "ok1.png", "ok2.png"]
+
+
+def test_everyday_trainer_knobs_compose_without_plus(tmp_path):
+    knobs = [
+        "trainer.max_steps=20",
+        "trainer.limit_train_batches=2",
+        "trainer.precision=bf16-mixed",
+    ]
+    knobs += ["trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2"]
+    cfg = train_config(tmp_path, *knobs)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert trainer.max_steps == 20 and trainer.limit_train_batches == 2
+    assert trainer.accumulate_grad_batches == 2 and trainer.gradient_clip_val == 1.0
