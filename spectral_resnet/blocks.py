@@ -77,6 +77,7 @@ class BlockOutput:
     masks: Tensor | None = None  # (B, S, H, W) its warped sample components, as placed
     components: Tensor | None = None  # (B, S) the sample component label each seed pasted
     placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
+    skipped: Tensor | None = None  # (B, S) seeds whose component found no room within reach
 
 
 def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
@@ -212,7 +213,9 @@ class SegmentPaste(nn.Module):
         masks = (
             segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
         ).float()
-        src, dest, angle = self.place(h, seeds, masks)
+        src, dest, angle, fits = self.place(h, seeds, masks)
+        placed = valid & fits  # (B, S): a paste that finds no room is skipped, not forced
+        masks = masks * placed[..., None, None]
         warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)
         record = BlockOutput(
@@ -224,8 +227,9 @@ class SegmentPaste(nn.Module):
             used_seeds=used,
             seeds=seeds,
             masks=warped[:, :, 3],
-            components=torch.where(valid, picked, torch.zeros_like(picked)),
+            components=torch.where(placed, picked, torch.zeros_like(picked)),
             placements=torch.cat([src, dest, angle[..., None]], -1),
+            skipped=valid & ~fits,
         )
         return shading.blend(h, colour.clamp(0, 1), alpha), record
 
@@ -263,21 +267,29 @@ class SegmentPaste(nn.Module):
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
         return diverse_assignment(score)
 
-    def place(self, h: Tensor, seeds: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def place(self, h: Tensor, seeds: Tensor, masks: Tensor):
         """Where each component goes: its centroid (B, S, 2), a destination in nearby empty
-        space where its footprint fits (B, S, 2), and a rotation (B, S) radians."""
+        space (B, S, 2), a rotation (B, S) radians, and whether it fits there (B, S): its
+        footprint disc clear of ink and of the frame, and of the discs of stronger seeds
+        (earlier in the list) of this block."""
         side = max(h.shape[-2:])
         src = segments.mask_centroid(masks)
         ink = shading.ink_mask(h, boundary_strength(h), ink=self.paste.ink)
         extent = segments.mask_extent(masks, src) + 0.03 * side  # radius + margin
         void = shading.void_distance(ink)
-        dest = shading.toward_void(seeds, void, self.paste.reach * side, extent).float()
+        dest = shading.toward_void(seeds, void, self.paste.reach * side, extent).long()
+        b_idx = torch.arange(dest.shape[0], device=dest.device)[:, None]
+        room = void[b_idx, dest[..., 0].clamp_min(0), dest[..., 1].clamp_min(0)]  # (B, S)
+        apart = (dest[:, :, None] - dest[:, None, :]).float().norm(dim=-1)  # (B, S, S)
+        clash = (apart < extent[:, :, None] + extent[:, None, :]).tril(-1)  # with a stronger one
+        fits = (room >= extent) & ~clash.any(-1)
+        dest = dest.float()
         if self.paste.rotation == "align":  # principal axis along the target's line work
             target_dir = segments.local_orientation(ink.float(), seeds.clamp_min(0).float(), 4.0)
             angle = target_dir - segments.mask_orientation(masks)
         else:
             angle = torch.full_like(src[..., 0], math.radians(float(self.paste.rotation)))
-        return src, dest, angle
+        return src, dest, angle, fits
 
     def composite(self, h, seeds, masks, src, dest, angle, ctx: PairContext):
         """Warp each matted component into place and merge them: the warped layers

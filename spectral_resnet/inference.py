@@ -217,6 +217,13 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
                 "eigensolver_residuals": out.residuals,
                 "seeds": [b.seeds[0].tolist() for b in out.pastes],
+                "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
+                "skipped": [
+                    {"seed": seed, "reason": "no room clear of ink, frame and other pastes"}
+                    for b in out.pastes
+                    for seed, skip in zip(b.seeds[0].tolist(), b.skipped[0].tolist())
+                    if skip
+                ],
             }
         )
 

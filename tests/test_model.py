@@ -5,7 +5,7 @@ import torch
 
 from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, SpectrumConfig
 from spectral_resnet.blocks import FFN
-from spectral_resnet.data.procedural import scene
+from spectral_resnet.data.procedural import curves, diagram, scene
 
 
 def config(pattern: str, k: int, **attention) -> ShaderConfig:
@@ -143,11 +143,12 @@ def test_bad_configuration_raises_clear_errors(make, message):
         SpectralShader(make())
 
 
-def test_refresh_target_re_embeds_the_changed_target(toof, tone):
+def test_refresh_target_re_embeds_the_changed_target():
     """The second paste block must see the pasted-on target: its activation differs from the
     one computed on the original target, and from a run without refresh."""
+    toof, tone = curves((96, 96), seed=3)[None], diagram((96, 96), seed=1)[None]
     cfg = config("cc", 8, qk_init="fmap")
-    fixed = run(SpectralShader(cfg), toof[None], tone[None])
-    refreshed = run(SpectralShader(replace(cfg, refresh_target=True)), toof[None], tone[None])
+    fixed = run(SpectralShader(cfg), toof, tone)
+    refreshed = run(SpectralShader(replace(cfg, refresh_target=True)), toof, tone)
     assert torch.equal(fixed.activations[0], refreshed.activations[0])  # same first block
     assert not torch.equal(fixed.activations[1], refreshed.activations[1])  # re-embedded

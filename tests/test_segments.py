@@ -7,6 +7,7 @@ import torch
 from spectral_resnet import PasteConfig, ShaderConfig, SpectralShader, SpectrumConfig, blocks
 from spectral_resnet.blocks import BLOCKS
 from spectral_resnet.data.procedural import curves, diagram
+from spectral_resnet.io import load_image
 from spectral_resnet.segments import (
     annihilate_fuzz,
     component_areas,
@@ -19,6 +20,8 @@ from spectral_resnet.segments import (
     select_seeds,
 )
 from spectral_resnet.shading import locality_gate, shadow, thicken
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -211,14 +214,45 @@ def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
 
 
 @pytest.mark.parametrize("pattern", ["cccc", "ctfh", "csc", "cxhs"])
-def test_segment_patterns_run_in_both_directions(pattern, toof, tone):
+def test_segment_patterns_run_in_both_directions(pattern):
+    """The demo pair: curves <- diagram pastes; diagram <- curves pastes or records why not."""
+    toof, tone = (load_image(ASSETS / f"{name}.png") for name in ("toof", "tone"))
     shader = SpectralShader(ShaderConfig(pattern=pattern, spectrum=SpectrumConfig(k=8)))
     for target, sample in [(toof, tone), (tone, toof)]:
         with torch.no_grad():
             out = shader(target[None], sample[None])
         assert out.image.shape == target[None].shape
         assert len(out.activations) == len(pattern)
-        assert (out.image - target).abs().max() > 0.05  # something was transferred
+        changed = (out.image - target).abs().max() > 0.05
+        skipped = sum(int(b.skipped.sum()) for b in out.pastes)
+        assert changed or (target is tone and skipped > 0)
+        if target is toof:
+            assert changed  # the box lands in the curves' open space
+
+
+def test_pastes_land_clear_of_ink_inside_the_frame_or_are_skipped():
+    """Shipped weights, diagram <- curves: every placed paste lies on no target ink, fully
+    inside the frame, apart from the other pastes; the spirals that find no room are skipped."""
+    from spectral_resnet import PRETRAINED
+    from spectral_resnet.shading import ink_mask
+
+    target, sample = (load_image(ASSETS / f"{name}.png")[None] for name in ("tone", "toof"))
+    shader = SpectralShader.from_checkpoint(PRETRAINED, ShaderConfig(pattern="cccc"))
+    with torch.no_grad():
+        out = shader(target, sample)
+    ink = ink_mask(target, blocks.boundary_strength(target))[0]
+    placed, skipped = [], 0
+    for block in out.pastes:
+        skipped += int(block.skipped.sum())
+        placed += [m for label, m in zip(block.components[0], block.masks[0]) if label > 0]
+    assert placed and skipped >= 1
+    for mask in placed:
+        on = mask > 0.5
+        assert float((on & ink).sum()) <= 0.02 * float(on.sum())  # clear of the target's ink
+        assert not (on[0].any() or on[-1].any() or on[:, 0].any() or on[:, -1].any())
+    for a in range(len(placed)):
+        for b in range(a + 1, len(placed)):
+            assert not ((placed[a] > 0.5) & (placed[b] > 0.5)).any()
 
 
 def test_pattern_letters_are_documented():
