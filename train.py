@@ -1,6 +1,6 @@
 """Train the Q/K projections (and FFN) with Lightning: `python train.py [experiment=learned]`.
 
-Sweeps: `python train.py -m model.qk_init=identity,fmap,learned data.size=64,96` writes each
+Sweeps: `python train.py -m experiment=identity,fmap,learned data.size=64,96` writes each
 job's metrics.json and a summary.md table into the sweep dir. See configs/train.yaml.
 """
 
