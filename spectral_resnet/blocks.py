@@ -73,11 +73,13 @@ class BlockOutput:
     retrieved: Tensor  # (B, 3, H, W) what the block blended towards
     alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy; passed on
     used_seeds: Tensor | None = None  # (B, S', 2) every seed so far; passed on
+    pasted: Tensor | None = None  # (B,) pastes made so far, against paste.max_pastes; passed on
     seeds: Tensor | None = None  # (B, S, 2) (y, x) this block's seeds, -1 unused
     masks: Tensor | None = None  # (B, S, H, W) its warped sample components, as placed
     components: Tensor | None = None  # (B, S) the sample component label each seed pasted
     placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
     skipped: Tensor | None = None  # (B, S) seeds whose component found no room within reach
+    over_budget: Tensor | None = None  # (B, S) seeds dropped by paste.max_pastes
 
 
 def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
@@ -159,7 +161,10 @@ class CrossAttention(nn.Module):
         delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
         gate = torch.sigmoid(gate_logit) * shading.activation_gate(act_map, self.threshold)
         used = prev.used_seeds if prev is not None else None
-        record = BlockOutput("x", act_map, gate, cross_map, alpha=gate, used_seeds=used)
+        pasted = prev.pasted if prev is not None else None
+        record = BlockOutput(
+            "x", act_map, gate, cross_map, alpha=gate, used_seeds=used, pasted=pasted
+        )
         return h + gate * delta, record
 
 
@@ -215,6 +220,13 @@ class SegmentPaste(nn.Module):
         ).float()
         src, dest, angle, fits = self.place(h, seeds, masks)
         placed = valid & fits  # (B, S): a paste that finds no room is skipped, not forced
+        before = prev.pasted if prev is not None and prev.pasted is not None else None
+        before = (
+            before if before is not None else placed.new_zeros(placed.shape[0], dtype=torch.long)
+        )
+        within = (placed.long().cumsum(1) + before[:, None]) <= self.paste.max_pastes
+        over = placed & ~within  # seeds are strongest first: the weakest go over budget
+        placed = placed & within
         masks = masks * placed[..., None, None]
         warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)
@@ -230,6 +242,8 @@ class SegmentPaste(nn.Module):
             components=torch.where(placed, picked, torch.zeros_like(picked)),
             placements=torch.cat([src, dest, angle[..., None]], -1),
             skipped=valid & ~fits,
+            over_budget=over,
+            pasted=before + placed.sum(1),
         )
         return shading.blend(h, colour.clamp(0, 1), alpha), record
 
@@ -322,7 +336,7 @@ def passed_on(prev: BlockOutput | None) -> dict:
     """The fields a block hands on unchanged when it neither copies nor seeds."""
     if prev is None:
         return {}
-    return dict(alpha=prev.alpha, used_seeds=prev.used_seeds)
+    return dict(alpha=prev.alpha, used_seeds=prev.used_seeds, pasted=prev.pasted)
 
 
 def op_output(letter: str, h: Tensor, out: Tensor, prev: BlockOutput | None):

@@ -219,10 +219,15 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 "seeds": [b.seeds[0].tolist() for b in out.pastes],
                 "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
                 "skipped": [
-                    {"seed": seed, "reason": "no room clear of ink, frame and other pastes"}
+                    {"seed": seed, "reason": reason}
                     for b in out.pastes
-                    for seed, skip in zip(b.seeds[0].tolist(), b.skipped[0].tolist())
-                    if skip
+                    for seed, no_room, over in zip(
+                        b.seeds[0].tolist(), b.skipped[0].tolist(), b.over_budget[0].tolist()
+                    )
+                    for reason in (
+                        ["no room clear of ink, frame and other pastes"] * no_room
+                        + [f"over paste.max_pastes={shader.config.paste.max_pastes}"] * over
+                    )
                 ],
             }
         )

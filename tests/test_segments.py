@@ -290,3 +290,23 @@ def test_toward_void_lands_a_footprint_clear_of_ink_nearest_the_seed():
     assert int(dest[0]) == 20 and int(dest[1]) == 15  # and it is the nearest such spot
     unreachable = toward_void(seed, void, reach=2.0, footprint=torch.tensor([[5.0]]))[0, 0]
     assert (unreachable - seed[0, 0]).abs().max() <= 2  # never beyond reach
+
+
+def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
+    from spectral_resnet import PRETRAINED
+
+    target, sample = (load_image(ASSETS / f"{name}.png")[None] for name in ("toof", "tone"))
+    runs = {}
+    for cap in (8, 3):
+        config = ShaderConfig(pattern="cccc", paste=PasteConfig(max_pastes=cap))
+        with torch.no_grad():
+            runs[cap] = SpectralShader.from_checkpoint(PRETRAINED, config)(target, sample)
+    count = {
+        cap: sum(int((b.components > 0).sum()) for b in out.pastes) for cap, out in runs.items()
+    }
+    assert count[3] == 3 < count[8] <= 8
+    assert int(runs[3].blocks[-1].pasted[0]) == 3
+    first_pastes = runs[8].pastes[0].components[0] > 0
+    kept = runs[3].pastes[0].components[0] > 0
+    assert torch.equal(kept, first_pastes & (first_pastes.long().cumsum(0) <= 3))  # strongest first
+    assert sum(int(b.over_budget.sum()) for b in runs[3].pastes) >= count[8] - 3
