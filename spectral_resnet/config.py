@@ -22,7 +22,7 @@ from spectral_resnet.spectral import Spectrum, compute_spectrum
 
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
-FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch", "window")
+FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
 INKS = ("dark", "light", "any")
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (

@@ -7,9 +7,7 @@
 - patch: normalised local colour patches (5 x 5 samples) at dilations 1, 2 and 4, each
   turned to the pixel's dominant gradient direction, so that a rotated copy of the image
   yields the same tokens (the SIFT idea, densely): the local structure that colour and
-  pooled statistics discard, robust to rotation;
-- window: the plain 7 x 7 colour window at dilations 1, 2 and 4, axis-aligned and not
-  normalised per patch, so it keeps absolute colour as SSD patch matching does.
+  pooled statistics discard, robust to rotation.
 
 Everything but evecs is standardised per image (zero mean, unit variance per column), so
 cosine scores compare structure, not brightness or image size.
@@ -28,7 +26,6 @@ from spectral_resnet.spectral import Spectrum
 CONTEXT_SCALES = (3, 7, 15, 31)
 PATCH_SIZE = 5  # samples per side
 PATCH_DILATIONS = (1, 2, 4)  # sample spacing (pixels) of each scale
-WINDOW_SIZE = 7  # samples per side of the plain windows
 DESCRIPTORS = 8  # HKS / WKS columns
 
 
@@ -42,7 +39,6 @@ def feature_dim(kinds: tuple[str, ...], k: int) -> int:
         boundary=1,
         context=4 * len(CONTEXT_SCALES),
         patch=3 * PATCH_SIZE**2 * len(PATCH_DILATIONS),
-        window=3 * WINDOW_SIZE**2 * len(PATCH_DILATIONS),
     )
     return sum(widths[kind] for kind in kinds)
 
@@ -96,17 +92,6 @@ def patch_tokens(image: Tensor) -> Tensor:
     return torch.cat(parts, 1)
 
 
-def window_tokens(image: Tensor) -> Tensor:
-    """Plain colour windows at every dilation, reflect-padded: (H W, 3 WINDOW_SIZE^2 len(DIL.))."""
-    parts = []
-    for d in PATCH_DILATIONS:
-        smooth = gaussian_blur(image[None], 0.5 * d) if d > 1 else image[None]
-        pad = d * (WINDOW_SIZE // 2)
-        padded = F.pad(smooth, (pad,) * 4, mode="reflect")
-        parts.append(F.unfold(padded, WINDOW_SIZE, dilation=d)[0].T)
-    return torch.cat(parts, 1)
-
-
 def context_tokens(image: Tensor) -> Tensor:
     """Mean colour and grey-level spread pooled over CONTEXT_SCALES: (H W, 4 len(scales))."""
     grey = image.mean(0, keepdim=True)[None]
@@ -137,19 +122,14 @@ def token_features(spectrum: Spectrum, image: Tensor, kinds: tuple[str, ...]) ->
             "boundary": lambda: spectrum.boundary[:, None],
             "context": lambda: context_tokens(image),
             "patch": lambda: patch_tokens(image),
-            "window": lambda: window_tokens(image),
         }[kind]().to(torch.float32)
         feats.append((part - part.mean(0)) / part.std(0).clamp_min(1e-6))
     return torch.cat(feats, dim=1)
 
 
 def patch_columns(kinds: tuple[str, ...], k: int) -> slice | None:
-    """Where the patch and window blocks sit in `token_features(kinds)` (they must be
-    adjacent), or None without them."""
-    blocks = [i for i, kind in enumerate(kinds) if kind in ("patch", "window")]
-    if not blocks:
+    """Where the patch block sits in `token_features(kinds)`, or None without it."""
+    if "patch" not in kinds:
         return None
-    if blocks != list(range(blocks[0], blocks[-1] + 1)):
-        raise ValueError(f"token features 'patch' and 'window' must be adjacent, got {kinds}")
-    start = feature_dim(kinds[: blocks[0]], k)
-    return slice(start, start + feature_dim(tuple(kinds[i] for i in blocks), k))
+    start = feature_dim(kinds[: kinds.index("patch")], k)
+    return slice(start, start + feature_dim(("patch",), k))

@@ -116,16 +116,3 @@ def test_patch_and_learned_inits_are_patch_matching_exactly(photo):
         assert torch.equal(q[..., cols], f_t[..., cols]) and not q[..., cols.stop :].any()
         assert torch.equal(k[..., cols], f_s[..., cols])
         assert len(list(proj.parameters())) == (2 if tied else 3)  # W (W_k) and temperature
-
-
-def test_window_tokens_are_the_plain_colour_windows(photo):
-    from spectral_resnet.tokens import WINDOW_SIZE, feature_dim, patch_columns, window_tokens
-
-    tokens = window_tokens(photo)  # (n, 3 * 49 * 3)
-    assert tokens.shape == (32 * 40, feature_dim(("window",), 6))
-    y, x, r = 10, 20, WINDOW_SIZE // 2
-    centre = photo[:, y - r : y + r + 1, x - r : x + r + 1].reshape(-1)  # dilation 1, no blur
-    assert torch.allclose(tokens[y * 40 + x, : 3 * WINDOW_SIZE**2], centre)
-    assert patch_columns(("color", "patch", "window"), 6) == slice(3, 3 + 225 + 441)
-    with pytest.raises(ValueError, match="adjacent"):
-        patch_columns(("patch", "color", "window"), 6)
