@@ -160,11 +160,7 @@ class CrossAttention(nn.Module):
         act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
         delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
         gate = torch.sigmoid(gate_logit) * shading.activation_gate(act_map, self.threshold)
-        used = prev.used_seeds if prev is not None else None
-        pasted = prev.pasted if prev is not None else None
-        record = BlockOutput(
-            "x", act_map, gate, cross_map, alpha=gate, used_seeds=used, pasted=pasted
-        )
+        record = BlockOutput("x", act_map, gate, cross_map, **{**passed_on(prev), "alpha": gate})
         return h + gate * delta, record
 
 
@@ -220,10 +216,9 @@ class SegmentPaste(nn.Module):
         ).float()
         src, dest, angle, fits = self.place(h, seeds, masks)
         placed = valid & fits  # (B, S): a paste that finds no room is skipped, not forced
-        before = prev.pasted if prev is not None and prev.pasted is not None else None
-        before = (
-            before if before is not None else placed.new_zeros(placed.shape[0], dtype=torch.long)
-        )
+        before = passed_on(prev).get("pasted")
+        if before is None:  # the first paste block of the run
+            before = placed.new_zeros(placed.shape[0], dtype=torch.long)
         within = (placed.long().cumsum(1) + before[:, None]) <= self.paste.max_pastes
         over = placed & ~within  # seeds are strongest first: the weakest go over budget
         placed = placed & within

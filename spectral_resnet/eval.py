@@ -43,7 +43,7 @@ from spectral_resnet.inference import (
 )
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
-from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.model import CheckpointError, SpectralShader, index_to_xy
 from spectral_resnet.spectral import compute_spectrum
 
 Matcher = Callable[[Tensor, Tensor], Tensor]  # (1,3,H,W), (1,3,Hs,Ws) -> (1,H,W,2) sample (x, y)
@@ -55,7 +55,7 @@ def nearest_neighbour(feat_t: Tensor, feat_s: Tensor, shape_s: tuple[int, int], 
     idx = torch.cat(
         [torch.cdist(feat_t[i : i + chunk], feat_s).argmin(1) for i in range(0, len(feat_t), chunk)]
     )
-    return torch.stack([idx % ws, idx // ws], -1).float()
+    return index_to_xy(idx, ws)
 
 
 def colour_nn(target: Tensor, sample: Tensor) -> Tensor:
@@ -189,9 +189,7 @@ SETS = {  # name: (size, warp); "stereo" is the real pair with its own geometry
 
 
 def set_pairs(name: str, count: int, seed: int):
-    """The pairs of one named evaluation set."""
-    if name not in SETS:
-        raise ValueError(f"unknown evaluation set {name!r}; choose from {list(SETS)}")
+    """The pairs of one named evaluation set (a name from SETS)."""
     size, warp = SETS[name]
     if warp is None:
         left, right, flow, valid = stereo_pair(size)
@@ -262,9 +260,10 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         sets = {str(cfg.pairs_dir): lambda: flow_folder_pairs(Path(cfg.pairs_dir))}
     else:
         names = list(SETS) if cfg.sets == "all" else list(cfg.sets)
+        unknown = [name for name in names if name not in SETS]
+        if unknown:  # before any work
+            raise ValueError(f"unknown evaluation set(s) {unknown}; choose from {list(SETS)}")
         sets = {name: (lambda n=name: set_pairs(n, cfg.pairs, cfg.seed)) for name in names}
-        for name in names:
-            set_pairs(name, 0, cfg.seed)  # unknown names fail before any work
     results = {}
     for name, pairs in tqdm(sets.items(), desc="eval", unit="set", disable=not cfg.progress):
         results[name] = evaluate(methods, pairs(), cfg.segments)

@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from spectral_resnet import viz
 from spectral_resnet.io import save_image
-from spectral_resnet.model import SpectralShader
+from spectral_resnet.model import SpectralShader, index_to_xy
 from spectral_resnet.shading import gaussian_blur
 
 PCK_ALPHAS = (0.01, 0.05, 0.1)
@@ -33,11 +33,6 @@ STAGES = ("train", "val", "test")
 def metric_key(name: str) -> str:
     """A metric name as a module key ('pck@0.05' -> 'pck_0_05'); logged under its own name."""
     return name.replace("@", "_").replace(".", "_")
-
-
-def index_to_xy(index: Tensor, width: int) -> Tensor:
-    """Flat pixel indices (...) of a width-`width` image -> (..., 2) float (x, y)."""
-    return torch.stack([index % width, index // width], -1).float()
 
 
 def correspondence_metrics(pred_xy: Tensor, true_xy: Tensor, size: int) -> dict[str, Tensor]:

@@ -67,6 +67,11 @@ def work_shape(shape: tuple[int, int], work_size: int | None) -> tuple[int, int]
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def index_to_xy(index: Tensor, width: int) -> Tensor:
+    """Flat pixel indices (...) of a width-`width` image -> (..., 2) float (x, y)."""
+    return torch.stack([index % width, index // width], -1).float()
+
+
 def check_pattern(pattern: str) -> str:
     """A non-empty string of known block letters, or a ValueError naming the bad ones."""
     if not isinstance(pattern, str) or not pattern:
@@ -247,7 +252,7 @@ class SpectralShader(nn.Module):
         ctx = self.pair_context(target, sample)
         index = ctx.cross.argmax()  # (B, n_t)
         hs, ws = ctx.sample_shape
-        xy = torch.stack([index % ws, index // ws], -1).float()  # (B, n_t, 2) work-res sample
+        xy = index_to_xy(index, ws)  # (B, n_t, 2) work-resolution sample (x, y)
         scale = torch.tensor([sample.shape[-1] / ws, sample.shape[-2] / hs], device=xy.device)
         grid = ((xy + 0.5) * scale - 0.5).reshape(-1, *ctx.work_shape, 2)
         if tuple(ctx.work_shape) != tuple(target.shape[-2:]):
