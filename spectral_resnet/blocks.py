@@ -214,16 +214,15 @@ class SegmentPaste(nn.Module):
         masks = (
             segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
         ).float()
-        src, dest, angle, fits = self.place(h, seeds, masks)
-        placed = valid & fits  # (B, S): a paste that finds no room is skipped, not forced
+        src = segments.mask_centroid(masks)  # (B, S, 2)
+        angle = self.angles(h, seeds, masks)  # (B, S)
         before = passed_on(prev).get("pasted")
         if before is None:  # the first paste block of the run
-            before = placed.new_zeros(placed.shape[0], dtype=torch.long)
-        within = (placed.long().cumsum(1) + before[:, None]) <= self.paste.max_pastes
-        over = placed & ~within  # seeds are strongest first: the weakest go over budget
-        placed = placed & within
+            before = valid.new_zeros(valid.shape[0], dtype=torch.long)
+        dest, scale, outcome = self.place(h, seeds, masks, src, angle, before)
+        placed = outcome == PLACED  # (B, S)
         masks = masks * placed[..., None, None]
-        warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, ctx)
+        warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, scale, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)
         record = BlockOutput(
             "c",
@@ -235,9 +234,9 @@ class SegmentPaste(nn.Module):
             seeds=seeds,
             masks=warped[:, :, 3],
             components=torch.where(placed, picked, torch.zeros_like(picked)),
-            placements=torch.cat([src, dest, angle[..., None]], -1),
-            skipped=valid & ~fits,
-            over_budget=over,
+            placements=torch.cat([src, dest, angle[..., None], scale[..., None]], -1),
+            skipped=outcome == NO_ROOM,
+            over_budget=outcome == OVER_BUDGET,
             pasted=before + placed.sum(1),
         )
         return shading.blend(h, colour.clamp(0, 1), alpha), record
@@ -276,31 +275,92 @@ class SegmentPaste(nn.Module):
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
         return diverse_assignment(score)
 
-    def place(self, h: Tensor, seeds: Tensor, masks: Tensor):
-        """Where each component goes: its centroid (B, S, 2), a destination in nearby empty
-        space (B, S, 2), a rotation (B, S) radians, and whether it fits there (B, S): its
-        footprint disc clear of ink and of the frame, and of the discs of stronger seeds
-        (earlier in the list) of this block."""
-        side = max(h.shape[-2:])
-        src = segments.mask_centroid(masks)
-        ink = shading.ink_mask(h, boundary_strength(h), ink=self.paste.ink)
-        extent = segments.mask_extent(masks, src) + 0.03 * side  # radius + margin
-        void = shading.void_distance(ink)
-        dest = shading.toward_void(seeds, void, self.paste.reach * side, extent).long()
-        b_idx = torch.arange(dest.shape[0], device=dest.device)[:, None]
-        room = void[b_idx, dest[..., 0].clamp_min(0), dest[..., 1].clamp_min(0)]  # (B, S)
-        apart = (dest[:, :, None] - dest[:, None, :]).float().norm(dim=-1)  # (B, S, S)
-        clash = (apart < extent[:, :, None] + extent[:, None, :]).tril(-1)  # with a stronger one
-        fits = (room >= extent) & ~clash.any(-1)
-        dest = dest.float()
-        if self.paste.rotation == "align":  # principal axis along the target's line work
-            target_dir = segments.local_orientation(ink.float(), seeds.clamp_min(0).float(), 4.0)
-            angle = target_dir - segments.mask_orientation(masks)
-        else:
-            angle = torch.full_like(src[..., 0], math.radians(float(self.paste.rotation)))
-        return src, dest, angle, fits
+    def angles(self, h: Tensor, seeds: Tensor, masks: Tensor) -> Tensor:
+        """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
+        target's line work at the seed ("align")."""
+        if self.paste.rotation == "align":
+            ink = shading.ink_mask(h, ink=self.paste.ink).float()
+            target_dir = segments.local_orientation(ink, seeds.clamp_min(0).float(), 4.0)
+            return target_dir - segments.mask_orientation(masks)
+        return torch.full_like(masks[..., 0, 0], math.radians(float(self.paste.rotation)))
 
-    def composite(self, h, seeds, masks, src, dest, angle, ctx: PairContext):
+    def place(self, h: Tensor, seeds: Tensor, masks: Tensor, src, angle, before: Tensor):
+        """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
+        (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
+
+        A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
+        footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
+        and nothing of an earlier paste (grown likewise); failing that it is tried smaller, down to `min_scale`, then
+        skipped. Seeds go strongest first, each paste occupying its spot for the next: that
+        order is the one sequential part, a loop over at most `seeds` slots.
+        """
+        b, s = seeds.shape[:2]
+        height, width = h.shape[-2:]
+        side = max(height, width)
+        clearance = max(1, round(0.01 * side))
+        extent = segments.mask_extent(masks, src)  # (B, S) sample pixels
+        ink = shading.ink_mask(h, ink=self.paste.ink).double()[:, None]  # (B, 1, H, W)
+        framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
+        ink = F.max_pool2d(framed, 2 * clearance + 1, 1, clearance)[:, 0, 1:-1, 1:-1]  # grown
+        dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
+        scale = torch.ones(b, s)
+        outcome = torch.full((b, s), UNUSED, dtype=torch.long)
+        ys = torch.arange(height, dtype=torch.float32).view(height, 1)
+        xs = torch.arange(width, dtype=torch.float32).view(1, width)
+        for i in range(b):
+            occupied, count = ink[i], int(before[i])
+            for j in range(s):
+                if seeds[i, j, 0] < 0:
+                    continue
+                if count >= self.paste.max_pastes:  # strongest first: the rest go over budget
+                    outcome[i, j] = OVER_BUDGET
+                    continue
+                distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
+                near = distance <= self.paste.reach * side  # (H, W)
+                outcome[i, j] = NO_ROOM
+                for factor in self.scales():
+                    r = math.ceil(float(extent[i, j]) * factor) + clearance + 1
+                    shape = segments.rigid_warp(
+                        masks[i, j][None, None],
+                        src[i, j][None],
+                        torch.tensor([[r, r]], dtype=torch.float32),
+                        angle[i, j][None],
+                        (2 * r + 1, 2 * r + 1),
+                        scale=factor,
+                    )[0, 0]  # (2r+1, 2r+1) the paste, centred on its centroid
+                    core = (shape > 0.25).double()
+                    cost = segments.footprint_overlap(occupied, core)  # (H, W)
+                    fits = (cost <= 0.02 * float(core.sum())) & near
+                    if not fits.any():
+                        continue
+                    spot = int(distance.masked_fill(~fits, torch.inf).flatten().argmin())
+                    y, x = divmod(spot, width)
+                    dest[i, j] = torch.tensor([y, x], dtype=torch.float32)
+                    scale[i, j], outcome[i, j] = factor, PLACED
+                    count += 1
+                    # the paste now occupies its spot: any later overlap costs more than all ink
+                    grown = F.max_pool2d(core[None], 2 * clearance + 1, 1, clearance)[0]
+                    occupied = occupied + float(occupied.numel()) * self.stamp(
+                        grown, (y, x), (height, width)
+                    )
+                    break
+        return dest, scale, outcome
+
+    def scales(self) -> list[float]:
+        """The sizes a paste is tried at, largest first: 1, then down to paste.min_scale."""
+        m = self.paste.min_scale
+        return [1.0] if m >= 1 else [1.0, math.sqrt(m), m]
+
+    @staticmethod
+    def stamp(footprint: Tensor, centre: tuple[int, int], shape: tuple[int, int]) -> Tensor:
+        """`footprint` (2R+1, 2R+1) placed with its centre at `centre` on an empty (H, W) map."""
+        r = footprint.shape[-1] // 2
+        y, x = centre
+        canvas = footprint.new_zeros(shape[0] + 2 * r, shape[1] + 2 * r)
+        canvas[y : y + 2 * r + 1, x : x + 2 * r + 1] = footprint
+        return canvas[r : r + shape[0], r : r + shape[1]]
+
+    def composite(self, h, seeds, masks, src, dest, angle, scale, ctx: PairContext):
         """Warp each matted component into place and merge them: the warped layers
         (B, S, 4, H, W), the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
         b = h.shape[0]
@@ -313,6 +373,7 @@ class SegmentPaste(nn.Module):
             dest.flatten(0, 1),
             angle.flatten(),
             (height, width),
+            scale=scale.flatten(),
         ).view(b, -1, 4, height, width)  # premultiplied colour (3) + alpha (1)
         # locality exp(-dist / radius) around each seed, relative to the paste's nearest
         # point: opaque where it lands, fading with distance beyond it
@@ -325,6 +386,9 @@ class SegmentPaste(nn.Module):
         premult = (gate_s[:, :, None] * warped[:, :, :3]).sum(1)
         colour = premult / (gate_s * warped[:, :, 3]).sum(1, keepdim=True).clamp_min(1e-6)
         return warped, colour, alpha
+
+
+PLACED, NO_ROOM, OVER_BUDGET, UNUSED = 0, 1, 2, 3  # what became of each seed
 
 
 def passed_on(prev: BlockOutput | None) -> dict:
@@ -351,7 +415,7 @@ class Thicken(nn.Module):
         self.ink = config.paste.ink
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
-        ink = shading.ink_mask(h, boundary_strength(h), ink=self.ink)[:, None]
+        ink = shading.ink_mask(h, ink=self.ink)[:, None]
         if prev is not None:
             copied = prev.alpha > 0.5 if prev.alpha is not None else torch.zeros_like(ink)
             ink = ink & (copied | (prev.activation > self.threshold))

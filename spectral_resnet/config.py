@@ -23,7 +23,7 @@ from spectral_resnet.spectral import Spectrum, compute_spectrum
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
 FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
-INKS = ("dark", "light", "any")
+INKS = ("auto", "dark", "light", "any")
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (
     "spectrum.k",
@@ -144,8 +144,9 @@ class PasteConfig:
     nms_radius: float = 0.08  # seed spacing
     radius: float = 1.0  # locality gate radius
     reach: float = 0.25  # how far a paste may move toward empty space
+    min_scale: float = 0.5  # a paste with no room at full size is tried down to this scale
     rotation: Any = 90.0  # degrees, or "align" (principal axis along the target's lines)
-    ink: str = "dark"  # which side of an edge is the stroke: dark | light | any
+    ink: str = "auto"  # the foreground: auto (minority side, per image) | dark | light | any
     min_area: int = 12  # smallest sample component (and transferred fragment) kept, pixels
 
     def __post_init__(self):
@@ -154,6 +155,8 @@ class PasteConfig:
         _positive("paste.nms_radius", self.nms_radius)
         _positive("paste.radius", self.radius)
         _positive("paste.reach", self.reach)
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"paste.min_scale must be in (0, 1], got {self.min_scale!r}")
         rotation_ok = self.rotation == "align" or (
             isinstance(self.rotation, (int, float)) and not isinstance(self.rotation, bool)
         )

@@ -225,7 +225,11 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                         b.seeds[0].tolist(), b.skipped[0].tolist(), b.over_budget[0].tolist()
                     )
                     for reason in (
-                        ["no room clear of ink, frame and other pastes"] * no_room
+                        [
+                            "no room within paste.reach clear of ink, frame and other pastes, "
+                            f"down to paste.min_scale={shader.config.paste.min_scale}"
+                        ]
+                        * no_room
                         + [f"over paste.max_pastes={shader.config.paste.max_pastes}"] * over
                     )
                 ],

@@ -18,7 +18,7 @@ from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
 from spectral_resnet.config import ARCHITECTURE, ShaderConfig
 from spectral_resnet.fmap import aligned_sample_basis
 from spectral_resnet.spectral import Spectrum
-from spectral_resnet.spectral.graph import check_image, grid_laplacian
+from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
@@ -183,16 +183,17 @@ class SpectralShader(nn.Module):
         )
 
     def sample_components(self, sample: Tensor) -> Tensor:
-        """Ink components of each sample (B, H_s, W_s): strokes split from their halo by
-        cutting weak graph edges, specks annihilated. One component = one paste."""
-        op = grid_laplacian(sample, connectivity=8)
-        ink = shading.ink_mask(sample, op.boundary_strength(), ink=self.config.paste.ink)
-        labels = []
-        for i in range(sample.shape[0]):
-            weights = [w[i] for w in op.weights]
-            raw = segments.components(ink[i], connectivity=8, edge_weights=weights, min_weight=0.5)
-            labels.append(segments.annihilate_fuzz(raw, min_area=self.config.paste.min_area))
-        return torch.stack(labels)
+        """Ink components of each sample (B, H_s, W_s), specks annihilated: one component =
+        one shape = one paste."""
+        ink = shading.ink_mask(sample, ink=self.config.paste.ink)
+        return torch.stack(
+            [
+                segments.annihilate_fuzz(
+                    segments.components(m), min_area=self.config.paste.min_area
+                )
+                for m in ink
+            ]
+        )
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,10 +1,10 @@
 """Segment operations: components, flood fill, fuzz annihilator, moments, rigid warps, seeds.
 
-Components use scipy.sparse.csgraph.connected_components on the pixel-grid graph: exact
-and linear-time, and unlike image-morphology labelers (scipy.ndimage.label, kornia's
-iterative max-pool labelling, which needs O(diameter) passes on a spiral) it can cut graph
-edges whose colour weight is weak, which is what keeps a stroke apart from the halo of
-boundary pixels around it. Everything else is batched torch: no loop over seeds or pixels.
+A component is what a person calls one shape: a connected piece of the ink mask (the
+foreground, `shading.ink_mask`) under 8-connectivity, so an anti-aliased outline thresholded
+at half coverage is one component exactly as its clean drawing is. scipy.ndimage.label does
+the labelling (exact, linear-time, C). Everything else is batched torch: no loop over seeds
+or pixels.
 """
 
 from __future__ import annotations
@@ -12,49 +12,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from scipy.sparse.csgraph import connected_components
+from scipy import ndimage
 from torch import Tensor
 
-from spectral_resnet.spectral.graph import OFFSETS, _edge_slices
+STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 
 
-def components(
-    mask: Tensor, connectivity: int = 8, edge_weights: list[Tensor] | None = None, min_weight=0.5
-) -> Tensor:
-    """Label the connected components of a binary map (H, W): 0 = background, 1..N.
-
-    edge_weights: optional per-direction weights of the grid graph (as in GridLaplacian,
-    same connectivity, each (h_e, w_e)); edges weaker than `min_weight` are cut.
-    Labels are ordered by first pixel in row-major order (deterministic).
-    """
-    if connectivity not in OFFSETS:
+def components(mask: Tensor, connectivity: int = 8) -> Tensor:
+    """Label the connected components of a binary map (H, W): 0 = background, 1..N, ordered
+    by first pixel in row-major order (deterministic)."""
+    if connectivity not in STRUCTURE:
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    h, w = mask.shape
     on = mask.detach().cpu().bool().numpy()
-    ids = np.arange(h * w).reshape(h, w)
-    rows, cols = [], []
-    for e, (dy, dx) in enumerate(OFFSETS[connectivity]):
-        p, q = _edge_slices(dy, dx, h, w)
-        keep = on[p[0], p[1]] & on[q[0], q[1]]
-        if edge_weights is not None:
-            keep &= edge_weights[e].detach().cpu().numpy() > min_weight
-        rows.append(ids[p[0], p[1]][keep])
-        cols.append(ids[q[0], q[1]][keep])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = sp.coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(h * w, h * w))
-    _, raw = connected_components(graph, directed=False)
-    raw = np.where(on.ravel(), raw, -1)
-    # relabel 1..N in order of first appearance among foreground pixels
-    fg = raw[raw >= 0]
-    uniq, first = np.unique(fg, return_index=True)
-    order = uniq[np.argsort(first)]
-    lookup = np.zeros(raw.max() + 2, dtype=np.int64)
-    lookup[order + 1] = np.arange(1, len(order) + 1)
-    labels = lookup[raw + 1]
-    return torch.from_numpy(labels.reshape(h, w)).to(mask.device)
+    labels, _ = ndimage.label(on, structure=STRUCTURE[connectivity])
+    return torch.from_numpy(labels.astype(np.int64)).to(mask.device)
 
 
 def component_areas(labels: Tensor) -> Tensor:
@@ -147,12 +120,15 @@ def rigid_warp(
     dst_center: Tensor,
     angle: Tensor,
     out_shape: tuple[int, int],
+    scale: Tensor | float = 1.0,
     mode: str = "bilinear",
 ) -> Tensor:
-    """Rotate `image` (S, C, H_s, W_s) by `angle` (S,) radians about src_center (S, 2) (y, x)
-    and move that point to dst_center (S, 2) on an (H_t, W_t) canvas, with grid_sample.
+    """Rotate `image` (S, C, H_s, W_s) by `angle` (S,) radians and scale it by `scale` (S,)
+    about src_center (S, 2) (y, x), moving that point to dst_center (S, 2) on an (H_t, W_t)
+    canvas, with grid_sample.
 
-    Each output pixel p samples the source at R(-angle) (p - dst) + src; outside is zero.
+    Each output pixel p samples the source at R(-angle) (p - dst) / scale + src; outside is
+    zero.
     """
     ht, wt = out_shape
     hs, ws = image.shape[-2:]
@@ -161,13 +137,32 @@ def rigid_warp(
         torch.arange(wt, dtype=image.dtype, device=image.device),
         indexing="ij",
     )
-    px = xs[None] - dst_center[:, 1, None, None]  # (S, H_t, W_t)
-    py = ys[None] - dst_center[:, 0, None, None]
+    scale = torch.as_tensor(scale, dtype=image.dtype, device=image.device).expand(len(angle))
+    px = (xs[None] - dst_center[:, 1, None, None]) / scale[:, None, None]  # (S, H_t, W_t)
+    py = (ys[None] - dst_center[:, 0, None, None]) / scale[:, None, None]
     cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     sx = cos * px + sin * py + src_center[:, 1, None, None]  # inverse rotation
     sy = -sin * px + cos * py + src_center[:, 0, None, None]
     grid = torch.stack([(2 * sx + 1) / ws - 1, (2 * sy + 1) / hs - 1], -1)  # align_corners=False
     return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def footprint_overlap(occupied: Tensor, footprint: Tensor) -> Tensor:
+    """Sum of `occupied` (H, W) under `footprint` (2R+1, 2R+1) centred on every pixel: (H, W).
+
+    A cross-correlation by FFT (float64, so large weights stay exact), with everything
+    outside the frame counting as occupied (weight 1), so a paste that would be cropped
+    scores like one on ink.
+    """
+    r = footprint.shape[-1] // 2
+    h, w = occupied.shape
+    canvas = F.pad(occupied.double(), (r, r, r, r), value=1.0)  # (H + 2R, W + 2R)
+    kernel = footprint.double().flip(-2, -1)
+    size = (h + 4 * r, w + 4 * r)  # linear, not circular, correlation
+    full = torch.fft.irfft2(
+        torch.fft.rfft2(canvas, s=size) * torch.fft.rfft2(kernel, s=size), s=size
+    )
+    return full[2 * r : 2 * r + h, 2 * r : 2 * r + w]
 
 
 def select_seeds(activation: Tensor, count: int, radius: int, threshold: float = 0.0) -> Tensor:
