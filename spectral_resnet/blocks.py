@@ -73,13 +73,15 @@ class BlockOutput:
     retrieved: Tensor  # (B, 3, H, W) what the block blended towards
     alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy; passed on
     used_seeds: Tensor | None = None  # (B, S', 2) every seed so far; passed on
-    pasted: Tensor | None = None  # (B,) pastes made so far, against paste.max_pastes; passed on
+    pasted: Tensor | None = None  # (B, P) sample labels pasted so far (0: none); passed on
+    covered: Tensor | None = None  # (B, 1, H, W) coverage of every paste so far; passed on
     seeds: Tensor | None = None  # (B, S, 2) (y, x) this block's seeds, -1 unused
     masks: Tensor | None = None  # (B, S, H, W) its warped sample components, as placed
     components: Tensor | None = None  # (B, S) the sample component label each seed pasted
     placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
     skipped: Tensor | None = None  # (B, S) seeds whose component found no room within reach
     over_budget: Tensor | None = None  # (B, S) seeds dropped by paste.max_pastes
+    repeats: Tensor | None = None  # (B, S) seeds whose every candidate was pasted already
 
 
 def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
@@ -181,16 +183,18 @@ class SelfAttention(nn.Module):
         return h + gate * delta, record
 
 
-def diverse_assignment(score: Tensor) -> Tensor:
-    """Component per seed from scores (B, S, N): each component goes to the seed that wants
-    it most; a seed that wins none keeps its own favourite. Batched, no loop over seeds."""
-    best = score.argmax(2)  # (B, S) each seed's favourite
-    winner = score.argmax(1)  # (B, N) the seed that wants each component most
-    s_idx = torch.arange(score.shape[1], device=score.device)
-    won = (winner[:, None, :] == s_idx[None, :, None]) & torch.isfinite(score)  # (B, S, N)
-    won_score = score.masked_fill(~won, -torch.inf)
-    has_win = won.any(2)
-    return torch.where(has_win, won_score.argmax(2), best)
+def unique_assignment(score: Tensor) -> Tensor:
+    """A different component per seed from scores (B, S, N), strongest seed first, each
+    taking its best component still free; 0 when none is left (-inf scores are not
+    candidates). A loop over the S seed slots: each choice narrows the next."""
+    score = score.clone()
+    picked = torch.zeros(score.shape[:2], dtype=torch.long, device=score.device)
+    for j in range(score.shape[1]):
+        best, choice = score[:, j].max(1)  # (B,)
+        picked[:, j] = torch.where(torch.isfinite(best), choice, 0)
+        taken = F.one_hot(picked[:, j], score.shape[2]).bool() & torch.isfinite(best)[:, None]
+        score = score.masked_fill(taken[:, None], -torch.inf)
+    return picked
 
 
 class SegmentPaste(nn.Module):
@@ -210,16 +214,18 @@ class SegmentPaste(nn.Module):
         used = prev.used_seeds if prev is not None else None
         seeds = self.seeds(act_map[:, 0], used)  # (B, S, 2)
         valid = seeds[..., 0] >= 0  # (B, S)
-        picked = self.choose_components(seeds, valid, ctx, shape)  # (B, S)
+        before = passed_on(prev).get("pasted")  # (B, P) labels pasted by earlier blocks
+        if before is None:
+            before = seeds.new_zeros(seeds.shape[0], 0)
+        picked = self.choose_components(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
         masks = (
             segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
         ).float()
         src = segments.mask_centroid(masks)  # (B, S, 2)
         angle = self.angles(h, seeds, masks)  # (B, S)
-        before = passed_on(prev).get("pasted")
-        if before is None:  # the first paste block of the run
-            before = valid.new_zeros(valid.shape[0], dtype=torch.long)
-        dest, scale, outcome = self.place(h, seeds, masks, src, angle, before)
+        covered = passed_on(prev).get("covered")
+        dest, scale, outcome = self.place(h, seeds, masks, src, angle, before, covered)
+        outcome = torch.where(valid & (picked == 0), NOTHING_LEFT, outcome)
         placed = outcome == PLACED  # (B, S)
         masks = masks * placed[..., None, None]
         warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, scale, ctx)
@@ -237,7 +243,9 @@ class SegmentPaste(nn.Module):
             placements=torch.cat([src, dest, angle[..., None], scale[..., None]], -1),
             skipped=outcome == NO_ROOM,
             over_budget=outcome == OVER_BUDGET,
-            pasted=before + placed.sum(1),
+            repeats=outcome == NOTHING_LEFT,
+            pasted=torch.cat([before, torch.where(placed, picked, torch.zeros_like(picked))], 1),
+            covered=alpha if covered is None else torch.maximum(covered, alpha),
         )
         return shading.blend(h, colour.clamp(0, 1), alpha), record
 
@@ -251,9 +259,12 @@ class SegmentPaste(nn.Module):
             act = act * (~near.any(1)).float()
         return segments.select_seeds(act, self.paste.seeds, nms, self.threshold)
 
-    def choose_components(self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape) -> Tensor:
+    def choose_components(
+        self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape, pasted: Tensor
+    ) -> Tensor:
         """One sample ink component per seed (B, S): the mean of the seed's lazy attention row
-        over each component, assigned so that seeds spread over components."""
+        over each component. A component is pasted once a run: those in `pasted` (B, P) and
+        those a stronger seed took are out, and a seed left with none gets 0."""
         b = seeds.shape[0]
         height, width = shape
         wh, ww = ctx.work_shape
@@ -272,8 +283,10 @@ class SegmentPaste(nn.Module):
         )
         score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
         score[..., 0] = -torch.inf  # background is never pasted
+        done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
+        score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
-        return diverse_assignment(score)
+        return unique_assignment(score)
 
     def angles(self, h: Tensor, seeds: Tensor, masks: Tensor) -> Tensor:
         """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
@@ -284,13 +297,14 @@ class SegmentPaste(nn.Module):
             return target_dir - segments.mask_orientation(masks)
         return torch.full_like(masks[..., 0, 0], math.radians(float(self.paste.rotation)))
 
-    def place(self, h: Tensor, seeds: Tensor, masks: Tensor, src, angle, before: Tensor):
+    def place(self, h, seeds, masks, src, angle, pasted: Tensor, covered: Tensor | None = None):
         """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
         (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
 
         A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
         footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
-        and nothing of an earlier paste (grown likewise); failing that it is tried smaller, down to `min_scale`, then
+        and nothing of an earlier paste (grown likewise; earlier blocks' are `covered`
+        (B, 1, H, W)); `pasted` (B, P) counts against paste.max_pastes; failing that it is tried smaller, down to `min_scale`, then
         skipped. Seeds go strongest first, each paste occupying its spot for the next: that
         order is the one sequential part, a loop over at most `seeds` slots.
         """
@@ -300,6 +314,8 @@ class SegmentPaste(nn.Module):
         clearance = max(1, round(0.01 * side))
         extent = segments.mask_extent(masks, src)  # (B, S) sample pixels
         ink = shading.ink_mask(h, ink=self.paste.ink).double()[:, None]  # (B, 1, H, W)
+        if covered is not None:  # earlier blocks' pastes, whatever their colour
+            ink = torch.maximum(ink, (covered > 0.1).double() * float(height * width))
         framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
         ink = F.max_pool2d(framed, 2 * clearance + 1, 1, clearance)[:, 0, 1:-1, 1:-1]  # grown
         dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
@@ -308,9 +324,9 @@ class SegmentPaste(nn.Module):
         ys = torch.arange(height, dtype=torch.float32).view(height, 1)
         xs = torch.arange(width, dtype=torch.float32).view(1, width)
         for i in range(b):
-            occupied, count = ink[i], int(before[i])
+            occupied, count = ink[i], int((pasted[i] > 0).sum())
             for j in range(s):
-                if seeds[i, j, 0] < 0:
+                if seeds[i, j, 0] < 0 or not bool(masks[i, j].any()):
                     continue
                 if count >= self.paste.max_pastes:  # strongest first: the rest go over budget
                     outcome[i, j] = OVER_BUDGET
@@ -388,14 +404,16 @@ class SegmentPaste(nn.Module):
         return warped, colour, alpha
 
 
-PLACED, NO_ROOM, OVER_BUDGET, UNUSED = 0, 1, 2, 3  # what became of each seed
+PLACED, NO_ROOM, OVER_BUDGET, UNUSED, NOTHING_LEFT = range(5)  # what became of each seed
 
 
 def passed_on(prev: BlockOutput | None) -> dict:
     """The fields a block hands on unchanged when it neither copies nor seeds."""
     if prev is None:
         return {}
-    return dict(alpha=prev.alpha, used_seeds=prev.used_seeds, pasted=prev.pasted)
+    return dict(
+        alpha=prev.alpha, used_seeds=prev.used_seeds, pasted=prev.pasted, covered=prev.covered
+    )
 
 
 def op_output(letter: str, h: Tensor, out: Tensor, prev: BlockOutput | None):

@@ -140,7 +140,7 @@ class PasteConfig:
     target's long side, so the defaults suit any image size."""
 
     seeds: int = 4  # seeds per paste block
-    max_pastes: int = 8  # most pastes of one run, over all paste blocks (strongest seeds first)
+    max_pastes: int = 6  # most pastes of one run, over all paste blocks (strongest seeds first)
     nms_radius: float = 0.08  # seed spacing
     radius: float = 1.0  # locality gate radius
     reach: float = 0.25  # how far a paste may move toward empty space

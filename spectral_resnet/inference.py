@@ -150,6 +150,16 @@ def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
     return SpectralShader(config).to(device).eval()
 
 
+def skip_reasons(paste) -> tuple[str, str, str]:
+    """Why a seed made no paste, in BlockOutput's order: skipped, over_budget, repeats."""
+    return (
+        "no room within paste.reach clear of ink, frame and other pastes, "
+        f"down to paste.min_scale={paste.min_scale}",
+        f"over paste.max_pastes={paste.max_pastes}",
+        "every sample component it matches was pasted already (once per run)",
+    )
+
+
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
     """Every picture of one direction, in memory: file name -> (3, H, W) image."""
     prefix = f"{name}_{pattern}"
@@ -221,17 +231,14 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 "skipped": [
                     {"seed": seed, "reason": reason}
                     for b in out.pastes
-                    for seed, no_room, over in zip(
-                        b.seeds[0].tolist(), b.skipped[0].tolist(), b.over_budget[0].tolist()
+                    for seed, *why in zip(
+                        b.seeds[0].tolist(),
+                        b.skipped[0].tolist(),
+                        b.over_budget[0].tolist(),
+                        b.repeats[0].tolist(),
                     )
-                    for reason in (
-                        [
-                            "no room within paste.reach clear of ink, frame and other pastes, "
-                            f"down to paste.min_scale={shader.config.paste.min_scale}"
-                        ]
-                        * no_room
-                        + [f"over paste.max_pastes={shader.config.paste.max_pastes}"] * over
-                    )
+                    for reason, hit in zip(skip_reasons(shader.config.paste), why)
+                    if hit
                 ],
             }
         )

@@ -228,7 +228,7 @@ def test_segment_patterns_run_in_both_directions(pattern):
 
 def test_pastes_land_clear_of_ink_inside_the_frame_or_are_skipped():
     """Shipped weights, diagram <- curves: every placed paste lies on no target ink, fully
-    inside the frame, apart from the other pastes; the spirals that find no room are skipped."""
+    inside the frame, apart from the other pastes, each sample component at most once."""
     from spectral_resnet import PRETRAINED
     from spectral_resnet.shading import ink_mask
 
@@ -237,11 +237,11 @@ def test_pastes_land_clear_of_ink_inside_the_frame_or_are_skipped():
     with torch.no_grad():
         out = shader(target, sample)
     ink = ink_mask(target)[0]
-    placed, skipped = [], 0
+    placed, labels = [], []
     for block in out.pastes:
-        skipped += int(block.skipped.sum())
         placed += [m for label, m in zip(block.components[0], block.masks[0]) if label > 0]
-    assert placed and skipped >= 1
+        labels += [int(label) for label in block.components[0] if label > 0]
+    assert placed and len(set(labels)) == len(labels)
     for mask in placed:
         on = mask > 0.5
         assert float((on & ink).sum()) <= 0.02 * float(on.sum())  # clear of the target's ink
@@ -282,7 +282,7 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
 
     mask = torch.zeros(1, 1, 60, 60)
     mask[0, 0, 10:21, 10:21] = 1
-    src, angle, none = mask_centroid(mask), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long)
+    src, angle, none = mask_centroid(mask), torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long)
 
     def place(h, seed, **paste):
         block = SegmentPaste(ShaderConfig(paste=PasteConfig(**paste)))
@@ -302,7 +302,7 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     assert 22 <= y <= 28 and abs(x - 20) >= 3  # between the lines, within reach
     assert int(place(grid, [25, 20], reach=0.1, min_scale=1.0)[2]) == NO_ROOM
     block = SegmentPaste(ShaderConfig(paste=PasteConfig(max_pastes=2)))
-    full = torch.full((1,), 2, dtype=torch.long)
+    full = torch.tensor([[3, 5]])  # two components pasted already
     outcome = block.place(one_line, torch.tensor([[[30, 20]]]), mask, src, angle, full)[2]
     assert int(outcome) == OVER_BUDGET
 
@@ -320,8 +320,16 @@ def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
         cap: sum(int((b.components > 0).sum()) for b in out.pastes) for cap, out in runs.items()
     }
     assert count[3] == 3 < count[8] <= 8
-    assert int(runs[3].blocks[-1].pasted[0]) == 3
+    assert int((runs[3].blocks[-1].pasted[0] > 0).sum()) == 3
     first_pastes = runs[8].pastes[0].components[0] > 0
     kept = runs[3].pastes[0].components[0] > 0
     assert torch.equal(kept, first_pastes & (first_pastes.long().cumsum(0) <= 3))  # strongest first
     assert sum(int(b.over_budget.sum()) for b in runs[3].pastes) >= count[8] - 3
+
+
+def test_unique_assignment_gives_each_seed_a_different_component_strongest_first():
+    from spectral_resnet.blocks import unique_assignment
+
+    inf = float("inf")
+    score = torch.tensor([[[-inf, 0.9, 0.5, 0.1], [-inf, 0.8, 0.7, -inf], [-inf, 0.9, -inf, -inf]]])
+    assert unique_assignment(score).tolist() == [[1, 2, 0]]  # the third seed has none left

@@ -1,0 +1,134 @@
+"""Paste quality on drawn pairs nobody tuned on: are pastes whole shapes, clear of the
+target's ink, inside the frame? Judged against each drawing's true ink (its clean coverage
+mask), never against what the shader itself segmented.
+
+    python benchmarks/bench_paste.py                 # 20 random pairs, both directions
+    python benchmarks/bench_paste.py --pairs 40 --first-seed 500
+
+Pairs are `random_drawing(seed)` targets and `random_drawing(seed + 1)` samples for seeds
+first_seed, first_seed + 2, ... (the tests use seeds 0-7 at 128 px; nothing was tuned on
+these). Default model: the shipped weights, default options, as `python infer.py` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from spectral_resnet import PRETRAINED, segments
+from spectral_resnet.config import ShaderConfig
+from spectral_resnet.data.drawings import random_drawing
+from spectral_resnet.model import SpectralShader
+
+GOALS = {  # measure: (goal, higher is better)
+    "pastes area-matched to one whole reference component": (0.95, True),
+    "paste area on target ink": (0.02, False),
+    "pastes clipped by the frame (< 95% visible)": (0.05, False),
+}
+
+
+def paste_records(shader, target, sample) -> list[dict]:
+    """For every paste of one run: its sample component's match to the reference labelling,
+    its area on the target's true ink, and how much of it lies inside the frame."""
+    with torch.no_grad():
+        out = shader(target.image[None], sample.image[None])
+    ours = shader.sample_components(sample.image[None])[0]
+    reference = sample.components(min_area=1)
+    height, width = target.image.shape[-2:]
+    margin = max(height, width)
+    records = []
+    for block in out.pastes:
+        for label, warped, place in zip(block.components[0], block.masks[0], block.placements[0]):
+            if label <= 0:
+                continue
+            mine = ours == label
+            hits = reference[mine & (reference > 0)]
+            whole = False
+            if len(hits):
+                ref = reference == hits.mode().values
+                area = float(ref.sum())
+                whole = float((mine & ref).sum()) >= 0.9 * area and float(mine.sum()) <= 1.1 * area
+            on = warped > 0.5
+            # the same warp onto a canvas with a margin all round: how much falls outside
+            src, dest, angle, scale = place[:2], place[2:4], place[4], place[5]
+            full = segments.rigid_warp(
+                mine.float()[None, None],
+                src[None],
+                (dest + margin)[None],
+                angle[None],
+                (height + 2 * margin, width + 2 * margin),
+                scale=scale,
+            )[0, 0]
+            inside = float(full[margin:-margin, margin:-margin].sum()) / max(
+                float(full.sum()), 1e-6
+            )
+            records.append(
+                {
+                    "whole": whole,
+                    "area": int(on.sum()),
+                    "on_ink": int((on & target.ink).sum()),
+                    "clipped": inside < 0.95,
+                    "scale": float(scale),
+                }
+            )
+    skipped = sum(int(b.skipped.sum()) for b in out.pastes)
+    return records, skipped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shader = SpectralShader.from_checkpoint(PRETRAINED, ShaderConfig()).eval()
+    size = (args.size, args.size)
+    records, skipped, runs, start = [], 0, 0, time.perf_counter()
+    for i in range(args.pairs):
+        seed = args.first_seed + 2 * i
+        a, b = random_drawing(seed, size), random_drawing(seed + 1, size)
+        for target, sample in ((a, b), (b, a)):
+            recs, skips = paste_records(shader, target, sample)
+            records += recs
+            skipped += skips
+            runs += 1
+    n = max(len(records), 1)
+    figures = {
+        "pastes area-matched to one whole reference component": sum(r["whole"] for r in records)
+        / n,
+        "paste area on target ink": sum(r["on_ink"] for r in records)
+        / max(sum(r["area"] for r in records), 1),
+        "pastes clipped by the frame (< 95% visible)": sum(r["clipped"] for r in records) / n,
+    }
+    seconds = time.perf_counter() - start
+    print(
+        f"{runs} runs ({args.pairs} pairs of {args.size}² drawings, both directions), {seconds:.0f} s"
+    )
+    print(
+        f"{len(records)} pastes ({len(records) / runs:.1f} a run, "
+        f"{sum(r['scale'] < 1 for r in records)} shrunk), {skipped} seeds skipped for room\n"
+    )
+    print("| measure | value | goal | met |")
+    print("|---|---|---|---|")
+    for name, value in figures.items():
+        goal, higher = GOALS[name]
+        met = value >= goal if higher else value <= goal
+        sign = ">=" if higher else "<="
+        print(
+            f"| {name} | {100 * value:.1f}% | {sign} {100 * goal:.0f}% | {'yes' if met else 'NO'} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"args": vars(args), "pastes": len(records), "runs": runs, **figures}, f, indent=1
+            )
+
+
+if __name__ == "__main__":
+    main()
