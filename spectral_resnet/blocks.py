@@ -265,24 +265,14 @@ class SegmentPaste(nn.Module):
         """One sample ink component per seed (B, S): the mean of the seed's lazy attention row
         over each component. A component is pasted once a run: those in `pasted` (B, P) and
         those a stronger seed took are out, and a seed left with none gets 0."""
-        b = seeds.shape[0]
         height, width = shape
         wh, ww = ctx.work_shape
         sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
         sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
-        rows = ctx.cross.rows(sy * ww + sx).reshape(b, -1, *ctx.sample_shape)  # (B, S, h_s, w_s)
+        rows = ctx.cross.rows(sy * ww + sx).unflatten(-1, ctx.sample_shape)  # (B, S, h_s, w_s)
         if tuple(ctx.sample_shape) != tuple(ctx.sample.shape[-2:]):
             rows = F.interpolate(rows, size=ctx.sample.shape[-2:], mode="nearest")
-        rows = rows.float()
-        labels = ctx.sample_labels  # (B, H_s, W_s), 0 = no ink
-        count = int(labels.max()) + 1
-        flat = labels.flatten(1)[:, None].expand(-1, rows.shape[1], -1)  # (B, S, n_s)
-        mass = rows.new_zeros(b, rows.shape[1], count).scatter_add_(2, flat, rows.flatten(2))
-        area = rows.new_zeros(b, 1, count).scatter_add_(
-            2, flat[:, :1], torch.ones_like(rows[:, :1].flatten(2))
-        )
-        score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
-        score[..., 0] = -torch.inf  # background is never pasted
+        score = segments.component_scores(rows.float(), ctx.sample_labels)  # (B, S, N)
         done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
         score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing

@@ -10,7 +10,11 @@ a checkpoint brings its own model config, so no model flags are needed.
 Metrics on valid target pixels: PCK@0.01/0.05/0.1 (argmax match within alpha * max(H, W)
 of the truth), end-point error, and segment-transfer mIoU (k-means segments of the sample
 on colour + position, carried to the target through the match, compared with the labels
-at the true positions). flow/NAME.npy is (H, W, 2): for every pixel of a/NAME, the (x, y)
+at the true positions), and component retrieval: for target ink pixels whose true match
+lies on a sample ink component, is the component the method picks the true one? (The
+shader picks as a paste does, by its attention row's mean over each component; a matcher
+by the component under its match; "random component" is the expected accuracy of a
+uniform pick, 1 / components.) flow/NAME.npy is (H, W, 2): for every pixel of a/NAME, the (x, y)
 of its match in b/NAME; NaN where there is none.
 """
 
@@ -44,8 +48,11 @@ from spectral_resnet.inference import (
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
 from spectral_resnet.model import CheckpointError, SpectralShader, index_to_xy
+from spectral_resnet.segments import annihilate_fuzz, component_scores, components
+from spectral_resnet.shading import ink_mask
 from spectral_resnet.spectral import compute_spectrum
 
+RANDOM = "random component"
 Matcher = Callable[[Tensor, Tensor], Tensor]  # (1,3,H,W), (1,3,Hs,Ws) -> (1,H,W,2) sample (x, y)
 
 
@@ -88,8 +95,37 @@ def descriptor_nn(target: Tensor, sample: Tensor, k: int = 16) -> Tensor:
     return xy.view(1, h, w, 2)
 
 
+Picker = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # t, s, seeds (n, 2), labels -> (n,)
+
+
 def shader_matcher(shader: SpectralShader) -> Matcher:
     return lambda target, sample: shader.match(target, sample)
+
+
+def shader_picker(shader: SpectralShader) -> Picker:
+    """The component a paste seeded at each point would take (before the once-a-run rule):
+    the best mean of its attention row over the sample's components."""
+
+    def pick(target: Tensor, sample: Tensor, seeds: Tensor, labels: Tensor) -> Tensor:
+        ctx = shader.pair_context(target, sample)
+        if tuple(ctx.work_shape) != tuple(target.shape[-2:]):
+            raise ValueError("component retrieval needs pairs within model.work_size")
+        index = seeds[:, 0] * ctx.work_shape[1] + seeds[:, 1]
+        rows = ctx.cross.rows(index[None]).unflatten(-1, ctx.sample_shape).float()
+        return component_scores(rows, labels[None])[0].argmax(-1)
+
+    return pick
+
+
+def component_seeds(target, sample, flow, valid, count: int = 64, seed: int = 0):
+    """The sample's ink components (Hs, Ws), and up to `count` target ink pixels (n, 2) (y, x)
+    whose true match lies on one, with that component (n,)."""
+    labels = annihilate_fuzz(components(ink_mask(sample[None])[0]), min_area=12)
+    truth = lookup(labels, flow)  # (H, W)
+    points = torch.nonzero(valid & ink_mask(target[None])[0] & (truth > 0))
+    keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:count]
+    points = points[keep.sort().values]
+    return labels, points, truth[points[:, 0], points[:, 1]]
 
 
 def kmeans_segments(image: Tensor, count: int = 6, iters: int = 20) -> Tensor:
@@ -185,6 +221,10 @@ SETS = {  # name: (size, warp); "stereo" is the real pair with its own geometry
         )
     },
     "stereo 96 (motorcycle)": (96, None),
+    "drawings 128 rot 20": (
+        128,
+        dict(drawings=True, degrees=20.0, fixed_rotation=True, perspective=0.0, elastic=0.0),
+    ),
 }
 
 
@@ -197,42 +237,72 @@ def set_pairs(name: str, count: int, seed: int):
     return synthetic_pairs(count, size, seed, **warp)
 
 
-def evaluate(methods: dict[str, Matcher], pairs, segments: int = 6) -> dict[str, dict[str, float]]:
-    """Mean metrics of every method over the pairs."""
+def evaluate(
+    methods: dict[str, Matcher], pairs, segments: int = 6, pickers: dict[str, Picker] | None = None
+) -> dict[str, dict[str, float]]:
+    """Mean metrics of every method over the pairs. Component retrieval ("component acc")
+    counts over the pairs whose sample has two or more ink components."""
+    pickers = pickers or {}
     totals: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
-    for target, sample, flow, valid in pairs:
+    picks: dict[str, list[float]] = {name: [] for name in [*methods, RANDOM]}
+    for i, (target, sample, flow, valid) in enumerate(pairs):
         if not valid.any():
             continue
         labels = kmeans_segments(sample, segments)
+        ink, seeds, truth = component_seeds(target, sample, flow, valid, seed=i)
+        scored = len(truth) > 0 and int(ink.max()) >= 2
+        if scored:
+            picks[RANDOM] += [1 / int(ink.max())] * len(truth)
         for name, match in methods.items():
             with torch.no_grad():
                 pred = match(target[None], sample[None])[0]
-            totals[name].append(pair_metrics(pred, flow, valid, labels))
-    return {
+                totals[name].append(pair_metrics(pred, flow, valid, labels))
+                if not scored:
+                    continue
+                if name in pickers:
+                    got = pickers[name](target[None], sample[None], seeds, ink)
+                else:  # a matcher picks the component under its match
+                    got = lookup(ink, pred[seeds[:, 0], seeds[:, 1]])
+            picks[name] += (got == truth).float().tolist()
+    out = {
         name: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         for name, rows in totals.items()
         if rows
     }
+    for name, hits in picks.items():
+        if hits:
+            out.setdefault(name, {})["component acc"] = float(np.mean(hits))
+    return out
 
 
 def table(results: dict[str, dict[str, dict[str, float]]], metric: str = "pck@0.05") -> str:
-    """One row per set, one column per method: `metric` (best per row in bold)."""
-    methods = list(next(iter(results.values())))
+    """One row per set, one column per method: `metric` (best per row in bold; "-" where a
+    method has no such figure)."""
+    methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
     lines = ["| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for name, rows in results.items():
-        best = max(r[metric] for r in rows.values())
+        values = {m: rows[m][metric] for m in methods if metric in rows.get(m, {})}
+        if not values:
+            continue
+        best = max(values.values())
         cells = [
-            f"**{rows[m][metric]:.3f}**" if rows[m][metric] == best else f"{rows[m][metric]:.3f}"
+            "-"
+            if m not in values
+            else f"**{values[m]:.3f}**"
+            if values[m] == best
+            else f"{values[m]:.3f}"
             for m in methods
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
-    """The hand inits on the configured model, the checkpoint's model, and the baselines."""
+def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker]]:
+    """The hand inits on the configured model, the checkpoint's model, and the baselines;
+    and the shaders' component pickers."""
     config = shader_config(cfg.model)
     methods: dict[str, Matcher] = {}
+    pickers: dict[str, Picker] = {}
     for name, init in (
         ("identity (seed baseline)", "identity"),
         ("fmap", "fmap"),
@@ -240,20 +310,22 @@ def build_methods(cfg: DictConfig) -> dict[str, Matcher]:
         ("patch (W = I)", "patch"),
     ):
         hand = replace(config, attention=replace(config.attention, qk_init=init, features=None))
-        methods[name] = shader_matcher(SpectralShader(hand).eval())
+        shader = SpectralShader(hand).eval()
+        methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
     if cfg.ckpt:
         path = PRETRAINED if cfg.ckpt == "pretrained" else Path(cfg.ckpt)
-        methods["learned"] = shader_matcher(SpectralShader.from_checkpoint(path).eval())
+        shader = SpectralShader.from_checkpoint(path).eval()
+        methods["learned"], pickers["learned"] = shader_matcher(shader), shader_picker(shader)
     methods["colour NN"] = colour_nn
     methods["patch NN (7x7 SSD)"] = patch_nn
     methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, config.spectrum.k)
-    return methods
+    return methods, pickers
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluate every method on the configured pairs; print the table, write the JSON."""
     set_threads(cfg.threads)
-    methods = build_methods(cfg)
+    methods, pickers = build_methods(cfg)
     if cfg.json:
         check_writable(Path(cfg.json).parent)
     if cfg.pairs_dir:
@@ -266,7 +338,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         sets = {name: (lambda n=name: set_pairs(n, cfg.pairs, cfg.seed)) for name in names}
     results = {}
     for name, pairs in tqdm(sets.items(), desc="eval", unit="set", disable=not cfg.progress):
-        results[name] = evaluate(methods, pairs(), cfg.segments)
+        results[name] = evaluate(methods, pairs(), cfg.segments, pickers)
     for metric in cfg.metrics:
         print(f"\n{metric}\n" + table(results, metric))
     if cfg.json:

@@ -44,6 +44,22 @@ def annihilate_fuzz(labels: Tensor, min_area: int = 8) -> Tensor:
     return new_ids[labels]
 
 
+def component_scores(rows: Tensor, labels: Tensor) -> Tensor:
+    """How much each seed's attention row (B, S, H, W) favours each component of labels
+    (B, H, W): the row's mean over the component, (B, S, N + 1); -inf for the background
+    (label 0) and for labels with no pixels. Mean, not sum, so a big shape does not win by
+    size alone."""
+    b, s = rows.shape[:2]
+    count = int(labels.max()) + 1
+    flat = labels.flatten(1)[:, None].expand(-1, s, -1)  # (B, S, n)
+    mass = rows.new_zeros(b, s, count).scatter_add_(2, flat, rows.flatten(2))
+    area = torch.stack([torch.bincount(x.flatten(), minlength=count) for x in labels])
+    area = area[:, None].to(rows.dtype)  # (B, 1, N + 1)
+    score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
+    score[..., 0] = -torch.inf
+    return score
+
+
 def component_masks(labels: Tensor, picked: Tensor) -> Tensor:
     """Masks of the picked component labels: labels (..., H, W), picked (..., S) ->
     (..., S, H, W) bool; label 0 (background) gives an empty mask."""

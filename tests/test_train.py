@@ -202,6 +202,15 @@ def test_evaluation_table_has_every_metric_in_range():
     assert 0 <= r["pck@0.01"] <= r["pck@0.05"] <= r["pck@0.1"] <= 1 and 0 <= r["miou"] <= 1
 
 
+def test_component_retrieval_is_exact_for_the_true_flow_and_chance_for_random():
+    warp = dict(drawings=True, degrees=20.0, fixed_rotation=True, perspective=0.0, elastic=0.0)
+    pairs = list(synthetic_pairs(2, 96, 2000, **warp))
+    flows = iter([flow for _, _, flow, _ in pairs])
+    results = evaluate({"true flow": lambda t, s: next(flows)[None]}, pairs)
+    assert results["true flow"]["component acc"] == 1.0
+    assert 0 < results["random component"]["component acc"] < 0.5
+
+
 def run_train(tmp_path, *args, timeout=600):
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     return subprocess.run(

@@ -29,6 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from spectral_resnet.config import SpectrumConfig
+from spectral_resnet.data.drawings import random_drawing
 from spectral_resnet.data.procedural import curves, diagram, scene
 from spectral_resnet.data.real import photo_files
 from spectral_resnet.io import load_image
@@ -96,7 +97,7 @@ def fit(image: Tensor, size: int, crop: float = 1.0, where: tuple[float, float] 
 class SyntheticPairs(Dataset):
     """(target = warp(sample), sample, flow target->sample, valid) with known correspondence.
 
-    Sources: procedural images, or image files (`files`, or a split of `folder`) mixed with a
+    Sources: procedural images (or random drawings, `drawings`), or image files (`files`, or a split of `folder`) mixed with a
     `procedural` share of procedural ones. A source is a random square crop (side `crop`
     of the short side), warped by rotation (up to +-degrees, or exactly +-degrees with
     `fixed_rotation`), scale, translation, perspective, elastic and colour jitter.
@@ -111,6 +112,7 @@ class SyntheticPairs(Dataset):
         folder: str | None = None,
         files: list[Path] | None = None,
         procedural: float = 0.0,
+        drawings: bool = False,
         split: str = "train",
         crop: tuple[float, float] = (1.0, 1.0),
         degrees: float = 20.0,
@@ -133,6 +135,7 @@ class SyntheticPairs(Dataset):
         if folder:  # a fixed held-out split of the files (see split_files)
             self.files = split_files(list_images(folder), split, Path(folder))
         self.procedural = procedural if self.files else 1.0
+        self.drawings = drawings  # procedural sources are random drawings (data.drawings)
         self.crop, self.degrees, self.fixed_rotation = tuple(crop), degrees, fixed_rotation
         self.affine = dict(translate=(translate, translate), scale=tuple(scale))
         self.deform = v2.Compose(
@@ -156,8 +159,10 @@ class SyntheticPairs(Dataset):
         """The index-th source image; call under the item's seed (crops are random)."""
         draw = torch.rand(4) if self.files is not None else None
         if draw is None or draw[0] < self.procedural:
-            make = GENERATORS[index % len(GENERATORS)]
-            return make((self.size, self.size), seed=self.seed * 100_003 + index)
+            seed, size = self.seed * 100_003 + index, (self.size, self.size)
+            if self.drawings:
+                return random_drawing(seed, size).image
+            return GENERATORS[index % len(GENERATORS)](size, seed=seed)
         path = self.files[index % len(self.files)]
         if path not in self._photos:
             self._photos[path] = load_image(path)
