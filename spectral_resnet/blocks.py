@@ -76,7 +76,7 @@ class BlockOutput:
     pasted: Tensor | None = None  # (B, P) sample labels pasted so far (0: none); passed on
     covered: Tensor | None = None  # (B, 1, H, W) coverage of every paste so far; passed on
     seeds: Tensor | None = None  # (B, S, 2) (y, x) this block's seeds, -1 unused
-    masks: Tensor | None = None  # (B, S, H, W) its warped sample components, as placed
+    masks: Tensor | None = None  # (B, S, H, W) float16: its warped sample components, as placed
     components: Tensor | None = None  # (B, S) the sample component label each seed pasted
     placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
     skipped: Tensor | None = None  # (B, S) seeds whose component found no room within reach
@@ -212,7 +212,7 @@ class SegmentPaste(nn.Module):
         _, act = ctx.retrieval
         act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
         used = prev.used_seeds if prev is not None else None
-        seeds = self.seeds(act_map[:, 0], used)  # (B, S, 2)
+        seeds = self.seeds(act.unflatten(1, ctx.work_shape), used, shape)  # (B, S, 2)
         valid = seeds[..., 0] >= 0  # (B, S)
         before = passed_on(prev).get("pasted")  # (B, P) labels pasted by earlier blocks
         if before is None:
@@ -238,7 +238,7 @@ class SegmentPaste(nn.Module):
             alpha=alpha,
             used_seeds=used,
             seeds=seeds,
-            masks=warped[:, :, 3],
+            masks=warped,
             components=torch.where(placed, picked, torch.zeros_like(picked)),
             placements=torch.cat([src, dest, angle[..., None], scale[..., None]], -1),
             skipped=outcome == NO_ROOM,
@@ -249,15 +249,21 @@ class SegmentPaste(nn.Module):
         )
         return shading.blend(h, colour.clamp(0, 1), alpha), record
 
-    def seeds(self, act: Tensor, used: Tensor | None) -> Tensor:
-        """Non-maximum-suppressed activation peaks (B, S, 2), away from every earlier seed."""
-        side = max(act.shape[-2:])
-        nms = max(1, round(self.paste.nms_radius * side))
-        if used is not None:
-            near = shading.point_distances(used, act.shape[-2:]) <= nms  # (B, S', H, W)
-            near = near & (used[..., 0] >= 0)[..., None, None]
-            act = act * (~near.any(1)).float()
-        return segments.select_seeds(act, self.paste.seeds, nms, self.threshold)
+    def seeds(self, act: Tensor, used: Tensor | None, shape: tuple[int, int]) -> Tensor:
+        """Non-maximum-suppressed peaks of the activation (B, h, w) at the working
+        resolution, away from every earlier seed, as stream pixels (B, S, 2) of `shape`
+        (cell centres; -1 for no seed). The activation lives at the working resolution, so
+        its peaks are found there: a phone photo costs what its working copy costs."""
+        h, w = act.shape[-2:]
+        ratio = torch.tensor([shape[0] / h, shape[1] / w])
+        nms = max(1, round(self.paste.nms_radius * max(h, w)))
+        for point in [] if used is None else used.unbind(1):  # (B, 2) one earlier seed each
+            cell = (point / ratio).floor()
+            near = shading.point_distances(cell[:, None], (h, w))[:, 0] <= nms
+            act = act * ~(near & (point[:, 0] >= 0)[:, None, None])  # (B, h, w)
+        seeds = segments.select_seeds(act, self.paste.seeds, nms, self.threshold)
+        lifted = ((seeds + 0.5) * ratio).long().clamp_max(torch.tensor(shape) - 1)
+        return torch.where(seeds >= 0, lifted, seeds)
 
     def choose_components(
         self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape, pasted: Tensor
@@ -302,17 +308,21 @@ class SegmentPaste(nn.Module):
         height, width = h.shape[-2:]
         side = max(height, width)
         clearance = max(1, round(0.01 * side))
+        step = max(1, math.ceil(side / PLACEMENT_CELLS))  # pixels per placement cell
         extent = segments.mask_extent(masks, src)  # (B, S) sample pixels
         ink = shading.ink_mask(h, ink=self.paste.ink).double()[:, None]  # (B, 1, H, W)
         if covered is not None:  # earlier blocks' pastes, whatever their colour
             ink = torch.maximum(ink, (covered > 0.1).double() * float(height * width))
+        ink = F.max_pool2d(ink, step, step, ceil_mode=True)  # (B, 1, Hc, Wc) cells
+        grow = math.ceil(clearance / step)  # the clearance, in cells
         framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
-        ink = F.max_pool2d(framed, 2 * clearance + 1, 1, clearance)[:, 0, 1:-1, 1:-1]  # grown
+        ink = F.max_pool2d(framed, 2 * grow + 1, 1, grow)[:, 0, 1:-1, 1:-1]  # grown
+        cells_h, cells_w = ink.shape[-2:]
         dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
         scale = torch.ones(b, s)
         outcome = torch.full((b, s), UNUSED, dtype=torch.long)
-        ys = torch.arange(height, dtype=torch.float32).view(height, 1)
-        xs = torch.arange(width, dtype=torch.float32).view(1, width)
+        ys = (torch.arange(cells_h, dtype=torch.float32) * step + step // 2).view(-1, 1)
+        xs = (torch.arange(cells_w, dtype=torch.float32) * step + step // 2).view(1, -1)
         for i in range(b):
             occupied, count = ink[i], int((pasted[i] > 0).sum())
             for j in range(s):
@@ -322,32 +332,32 @@ class SegmentPaste(nn.Module):
                     outcome[i, j] = OVER_BUDGET
                     continue
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
-                near = distance <= self.paste.reach * side  # (H, W)
+                near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = NO_ROOM
                 for factor in self.scales():
-                    r = math.ceil(float(extent[i, j]) * factor) + clearance + 1
+                    r = math.ceil((math.ceil(float(extent[i, j]) * factor) + clearance + 1) / step)
+                    centre = float(r * step + step // 2)
                     shape = segments.rigid_warp(
                         masks[i, j][None, None],
                         src[i, j][None],
-                        torch.tensor([[r, r]], dtype=torch.float32),
+                        torch.tensor([[centre, centre]]),
                         angle[i, j][None],
-                        (2 * r + 1, 2 * r + 1),
+                        ((2 * r + 1) * step,) * 2,
                         scale=factor,
-                    )[0, 0]  # (2r+1, 2r+1) the paste, centred on its centroid
-                    core = (shape > 0.25).double()
-                    cost = segments.footprint_overlap(occupied, core)  # (H, W)
+                    )  # (1, 1, n, n) the paste, its centroid on the middle cell's centre
+                    core = F.max_pool2d((shape > 0.25).double(), step, step)[0, 0]  # (2r+1)^2
+                    cost = segments.footprint_overlap(occupied, core)  # (Hc, Wc)
                     fits = (cost <= 0.02 * float(core.sum())) & near
                     if not fits.any():
                         continue
-                    spot = int(distance.masked_fill(~fits, torch.inf).flatten().argmin())
-                    y, x = divmod(spot, width)
-                    dest[i, j] = torch.tensor([y, x], dtype=torch.float32)
+                    y, x = divmod(int(distance.masked_fill(~fits, torch.inf).argmin()), cells_w)
+                    dest[i, j] = torch.tensor([float(ys[y, 0]), float(xs[0, x])])
                     scale[i, j], outcome[i, j] = factor, PLACED
                     count += 1
                     # the paste now occupies its spot: any later overlap costs more than all ink
-                    grown = F.max_pool2d(core[None], 2 * clearance + 1, 1, clearance)[0]
+                    grown = F.max_pool2d(core[None], 2 * grow + 1, 1, grow)[0]
                     occupied = occupied + float(occupied.numel()) * self.stamp(
-                        grown, (y, x), (height, width)
+                        grown, (y, x), (cells_h, cells_w)
                     )
                     break
         return dest, scale, outcome
@@ -367,34 +377,59 @@ class SegmentPaste(nn.Module):
         return canvas[r : r + shape[0], r : r + shape[1]]
 
     def composite(self, h, seeds, masks, src, dest, angle, scale, ctx: PairContext):
-        """Warp each matted component into place and merge them: the warped layers
-        (B, S, 4, H, W), the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
-        b = h.shape[0]
+        """Warp each matted component into place and merge them, each paste computed only in
+        its own box (memory follows the pastes, not the image): the placed alphas
+        (B, S, H, W) float16, the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
+        b, s = masks.shape[:2]
         height, width = h.shape[-2:]
-        matte = segments.component_matte(ctx.sample, masks, ctx.sample_labels)  # (B, S, Hs, Ws)
-        layers = torch.cat([ctx.sample[:, None] * matte[:, :, None], matte[:, :, None]], 2)
-        warped = segments.rigid_warp(
-            layers.flatten(0, 1),
-            src.flatten(0, 1),
-            dest.flatten(0, 1),
-            angle.flatten(),
-            (height, width),
-            scale=scale.flatten(),
-        ).view(b, -1, 4, height, width)  # premultiplied colour (3) + alpha (1)
-        # locality exp(-dist / radius) around each seed, relative to the paste's nearest
-        # point: opaque where it lands, fading with distance beyond it
         radius = self.paste.radius * max(height, width)
-        local = shading.locality_gate(seeds, (height, width), radius)  # (B, S, H, W)
-        on = warped[:, :, 3] > 0.25
-        nearest = local.masked_fill(~on, 0).amax((-2, -1), keepdim=True)
-        gate_s = (local / nearest.clamp_min(1e-6)).clamp_max(1)
-        alpha = (warped[:, :, 3] * gate_s).amax(1, keepdim=True).clamp(0, 1)  # (B, 1, H, W)
-        premult = (gate_s[:, :, None] * warped[:, :, :3]).sum(1)
-        colour = premult / (gate_s * warped[:, :, 3]).sum(1, keepdim=True).clamp_min(1e-6)
-        return warped, colour, alpha
+        background = segments.background_colour(ctx.sample)  # (B, 3)
+        placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
+        premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
+        alpha = torch.zeros_like(h[:, :1])
+        for i, j in torch.nonzero(masks.flatten(2).any(2)).tolist():
+            ys, xs = torch.nonzero(masks[i, j], as_tuple=True)
+            y0, x0 = max(int(ys.min()) - 2, 0), max(int(xs.min()) - 2, 0)  # the 1-px rim too
+            y1, x1 = int(ys.max()) + 3, int(xs.max()) + 3
+            crop = ctx.sample[i : i + 1, :, y0:y1, x0:x1]
+            m = masks[i, j, y0:y1, x0:x1][None, None]
+            matte = segments.component_matte(
+                crop, m, ctx.sample_labels[i : i + 1, y0:y1, x0:x1], background[i : i + 1]
+            )  # (1, 1, h_c, w_c)
+            layers = torch.cat([crop * matte, matte], 1)  # premultiplied colour (3) + alpha
+            corner = torch.tensor([y0, x0], dtype=src.dtype)
+            r = math.ceil(float(segments.mask_extent(m, src[i, j] - corner)) * float(scale[i, j]))
+            r += 3
+            top, left = max(int(dest[i, j, 0]) - r, 0), max(int(dest[i, j, 1]) - r, 0)
+            bottom = min(int(dest[i, j, 0]) + r + 1, height)
+            right = min(int(dest[i, j, 1]) + r + 1, width)
+            if bottom <= top or right <= left:
+                continue
+            warped = segments.rigid_warp(
+                layers,
+                (src[i, j] - corner)[None],
+                (dest[i, j] - torch.tensor([top, left], dtype=dest.dtype))[None],
+                angle[i, j][None],
+                (bottom - top, right - left),
+                scale=scale[i, j],
+            )[0]  # (4, h_b, w_b)
+            # locality exp(-dist / radius) around the seed, relative to the paste's nearest
+            # point: opaque where it lands, fading with distance beyond it
+            yy = torch.arange(top, bottom, dtype=h.dtype).view(-1, 1) - seeds[i, j, 0]
+            xx = torch.arange(left, right, dtype=h.dtype).view(1, -1) - seeds[i, j, 1]
+            local = torch.exp(-(yy**2 + xx**2).sqrt() / radius)  # (h_b, w_b)
+            nearest = local.masked_fill(warped[3] <= 0.25, 0).amax()
+            gate = (local / nearest.clamp_min(1e-6)).clamp_max(1)
+            box = (i, slice(None), slice(top, bottom), slice(left, right))
+            alpha[box] = torch.maximum(alpha[box], (warped[3] * gate).clamp(0, 1))
+            premult[box] += gate * warped[:3]
+            weight[box] += gate * warped[3]
+            placed[i, j, top:bottom, left:right] = warped[3].half()
+        return placed, premult / weight.clamp_min(1e-6), alpha
 
 
 PLACED, NO_ROOM, OVER_BUDGET, UNUSED, NOTHING_LEFT = range(5)  # what became of each seed
+PLACEMENT_CELLS = 512  # placement searches a grid of at most this many cells a side
 
 
 def passed_on(prev: BlockOutput | None) -> dict:

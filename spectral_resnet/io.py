@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+STALE_SECONDS = 600.0  # a temp file this old was left by a killed writer, not a live one
+
+
+def remove_stale_temps(directory: Path, pattern: str, age: float = STALE_SECONDS) -> int:
+    """Delete the temp files matching `pattern` in `directory` that are older than `age`
+    seconds: what a killed run left behind (a live writer's temp file is seconds old).
+    Returns how many went."""
+    now, removed = time.time(), 0
+    for tmp in Path(directory).glob(pattern):
+        try:
+            if now - tmp.stat().st_mtime > age:
+                tmp.unlink()
+                removed += 1
+        except OSError:  # gone already, or not ours to delete
+            pass
+    return removed
 
 
 class ImageError(ValueError):
@@ -102,13 +119,16 @@ def save_image(image: Tensor, path: str | os.PathLike) -> Path:
     """Write a float image in [0, 1] atomically (temp file + rename); format from the suffix."""
     path = Path(path)
     pil = Image.fromarray(to_uint8(image))
+    remove_stale_temps(path.parent, f".{path.stem}.*{path.suffix}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
     try:
-        pil.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        kind = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+        options = {"compress_level": 1} if kind == "PNG" else {}  # 3-5x faster, files ~1.3x
+        pil.save(tmp, format=kind, **options)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -73,16 +73,28 @@ def flood_fill(points: Tensor, labels: Tensor) -> Tensor:
     return component_masks(labels, labels[points[:, 0].long(), points[:, 1].long()])
 
 
-def component_matte(image: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
+def background_colour(image: Tensor, pixels: int = 1 << 20) -> Tensor:
+    """The colour most of an image (B, 3, H, W) shows: its per-channel median, (B, 3), over
+    an even grid of at most about `pixels` pixels (a phone photo needs no 12 M-way median)."""
+    step = max(1, math.isqrt(image.shape[-2] * image.shape[-1] // pixels))
+    return image[..., ::step, ::step].flatten(2).median(2).values
+
+
+def component_matte(
+    image: Tensor, masks: Tensor, labels: Tensor, background: Tensor | None = None
+) -> Tensor:
     """Soft alpha of each component (B, S, H, W) over its image (B, 3, H, W).
 
     The component's core pixels plus a 1-px rim (never another component's pixels, from
     `labels` (B, H, W)), each weighted by how far its colour lies
-    from the image background (median colour) toward the component's ink colour: the
+    from the background (B, 3) (default: the image's median colour; pass the whole image's
+    when `image` is a crop) toward the component's ink colour: the
     anti-aliased edge keeps its partial coverage and the halo's background colour is not
     carried along, so pasted strokes stay crisp and solid.
     """
-    background = image.flatten(2).median(2).values[:, None, :, None, None]  # (B, 1, 3, 1, 1)
+    if background is None:
+        background = background_colour(image)
+    background = background[:, None, :, None, None]  # (B, 1, 3, 1, 1)
     area = masks.sum((-2, -1)).clamp_min(1)  # (B, S)
     ink = (image[:, None] * masks[:, :, None]).sum((-2, -1)) / area[..., None]  # (B, S, 3)
     direction = ink[..., None, None] - background  # (B, S, 3, 1, 1)

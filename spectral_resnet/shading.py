@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from spectral_resnet.segments import background_colour
 from spectral_resnet.spectral.graph import to_grey
 
 
@@ -80,7 +81,7 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     """
     if ink not in ("auto", "dark", "light", "any"):
         raise ValueError(f"ink must be 'auto', 'dark', 'light' or 'any', got {ink!r}")
-    background = image.flatten(2).median(2).values[..., None, None]  # (B, 3, 1, 1)
+    background = background_colour(image)[..., None, None]  # (B, 3, 1, 1)
     dist = (image - background).norm(dim=1) / math.sqrt(image.shape[1])  # (B, H, W)
     luma = to_grey(image)[:, 0]  # (B, H, W)
     darker = luma < to_grey(background)[:, 0]  # (B, 1, 1) broadcast

@@ -275,3 +275,26 @@ def test_default_run_uses_the_shipped_weights_and_a_hand_init_skips_them(tmp_pat
         model = json.loads((out / "run.json").read_text())["model"]
         assert model["attention"]["qk_init"] == init
         assert (model["attention"]["tied"] is True) == (init == "learned")
+
+
+def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
+    """After SIGKILL mid-write: hidden `.NAME.XXXX.png` and cache `.KEY.XXXX.tmp` files. The
+    next write removes those older than STALE_SECONDS and leaves a live writer's alone."""
+    import os
+    import time
+
+    from spectral_resnet.io import STALE_SECONDS, save_image
+    from spectral_resnet.spectral.spectrum import SpectrumCache, compute_spectrum
+
+    old = time.time() - 2 * STALE_SECONDS
+    stale = [tmp_path / ".out.k2j3h4.png", tmp_path / "cache" / ".0123abcd.x9y8.tmp"]
+    live = tmp_path / ".out.live01.png"
+    (tmp_path / "cache").mkdir()
+    for f in [*stale, live]:
+        f.write_bytes(b"")
+    for f in stale:
+        os.utime(f, (old, old))
+    save_image(torch.zeros(3, 4, 4), tmp_path / "out.png")
+    compute_spectrum(torch.rand(3, 8, 8), k=4, cache=SpectrumCache(tmp_path / "cache"))
+    assert not any(f.exists() for f in stale) and live.exists()
+    assert (tmp_path / "out.png").exists() and list((tmp_path / "cache").glob("*.pt"))

@@ -172,7 +172,7 @@ def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
     pasted = checked = 0
     for block in out.pastes:
         for warped, label, (sy, sx, dy, dx, angle, scale) in zip(
-            block.masks[0], block.components[0], block.placements[0]
+            block.masks[0].float(), block.components[0], block.placements[0]
         ):
             if label <= 0:
                 continue

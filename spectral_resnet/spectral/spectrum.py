@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from spectral_resnet.io import remove_stale_temps
 from spectral_resnet.spectral import descriptors
 from spectral_resnet.spectral.eigensolvers import eigenpairs
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
@@ -218,6 +219,7 @@ class SpectrumCache:
         )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path, ".*.tmp")
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key[:16]}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:

@@ -1,0 +1,89 @@
+"""Any size: `python infer.py` (defaults, both directions) on a pair of real photos at
+512², 1024², 2048² and 4000x3000 (a phone photo): wall seconds and peak RSS of each run, as
+a ratio of the 512² run measured in the same process.
+
+    python benchmarks/bench_any_size.py              # all sizes (about 5 min on 2 cores)
+    python benchmarks/bench_any_size.py --sizes 512 1024
+
+The photos are scikit-image's coffee (target) and chelsea (sample), resized with Pillow's
+bicubic filter (JPEG, as a phone writes), so every size has real-photo statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"512": (512, 512), "1024": (1024, 1024), "2048": (2048, 2048), "4000x3000": (4000, 3000)}
+
+
+def run(args: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one infer.py process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "infer.py"), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"infer.py {' '.join(args)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 2**20  # KB -> GB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from spectral_resnet.data.real import PHOTOS, data_dir
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp / "cache"))
+        for name in ["512", *[s for s in args.sizes if s != "512"]]:  # the reference first
+            w, h = SIZES[name]
+            files = []
+            for role, photo in (("target", "coffee"), ("sample", "chelsea")):
+                img = Image.open(data_dir() / PHOTOS[photo][0]).convert("RGB")
+                path = tmp / f"{role}_{name}.jpg"
+                img.resize((w, h), Image.Resampling.BICUBIC).save(path, quality=92)
+                files.append(path)
+            out = tmp / f"out_{name}"
+            wall, rss = run(
+                [
+                    f"target={files[0]}",
+                    f"sample={files[1]}",
+                    f"output_dir={out}",
+                    f"threads={args.threads}",
+                    "progress=false",
+                ],
+                env,
+            )
+            report = json.loads((out / "run.json").read_text())
+            blocks = sum(r["timings_s"]["blocks"] for r in report["runs"])
+            rows.append((name, w * h, wall, rss, blocks))
+    ref_wall, ref_rss = rows[0][2], rows[0][3]
+    print("| pair (both directions) | pixels | wall s | x 512² | peak RSS GB | x 512² | blocks s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, pixels, wall, rss, blocks in rows:
+        print(
+            f"| {name} | {pixels / 1e6:.2f} M | {wall:.1f} | {wall / ref_wall:.2f} | {rss:.2f} | "
+            f"{rss / ref_rss:.2f} | {blocks:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
