@@ -23,6 +23,7 @@ from spectral_resnet.spectral import Spectrum, compute_spectrum
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
 FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
+MAX_K = 512  # eigenpairs a spectrum may ask for: a memory guard, far above any use here
 INKS = ("auto", "dark", "light", "any")
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (
@@ -63,6 +64,12 @@ class SpectrumConfig:
     def __post_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 2:
             raise ValueError(f"spectrum.k must be an integer >= 2, got {self.k!r}")
+        if self.k > MAX_K:  # k eigenvectors of a 256^2 working image: 0.5 MB each
+            raise ValueError(
+                f"spectrum.k={self.k} is over {MAX_K}: {self.k} eigenvectors of a 256x256 "
+                f"working image need {self.k * 65536 * 8 / 2**30:.1f} GB and the shader uses "
+                "a few dozen; pick k <= 64"
+            )
         if self.sigma is not None:
             _positive("spectrum.sigma", self.sigma)
 

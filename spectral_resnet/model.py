@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -336,7 +337,9 @@ def read_checkpoint(path: str | Path) -> tuple[ShaderConfig, dict[str, Tensor]]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a raw pickle's protocol: ours says it
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file") from None
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):

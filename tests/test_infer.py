@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,9 @@ def bad_inputs(tmp_path):
     truncated_jpg.write_bytes((tmp_path / "full.jpg").read_bytes()[:300])
     one = small_png(tmp_path / "one.png", (1, 1))
     big = small_png(tmp_path / "big.png", (60, 60))
+    tiny = small_png(tmp_path / "tiny.png", (16, 16))  # 256 pixels
+    raw = tmp_path / "raw.ckpt"
+    raw.write_bytes(pickle.dumps({"state_dict": {}}, protocol=4))
     ckpt = tmp_path / "broken.ckpt"
     ckpt.write_bytes(b"\x00garbage")
     readonly = tmp_path / "ro"
@@ -126,9 +130,14 @@ def bad_inputs(tmp_path):
             "unknown pattern letter",
         ),
         "k too large": (
-            [f"target={good}", f"sample={good}", "model.spectrum.k=700"],
+            [f"target={tiny}", f"sample={tiny}", "model.spectrum.k=300"],
             "exceeds the number of pixels",
         ),
+        "k huge": (
+            [f"target={good}", f"sample={good}", "model.spectrum.k=12000"],
+            "need 5.9 GB",
+        ),
+        "raw pickle ckpt": ([f"target={good}", f"sample={good}", f"ckpt={raw}"], "corrupt"),
         "sigma": (
             [f"target={good}", f"sample={good}", "model.spectrum.sigma=-1"],
             "sigma must be a positive",
@@ -155,6 +164,8 @@ CASES = [
     "pixel limit",
     "pattern",
     "k too large",
+    "k huge",
+    "raw pickle ckpt",
     "sigma",
     "unwritable",
     "corrupt ckpt",
