@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spectral_resnet import PRETRAINED, viz
+from spectral_resnet.batch import run_batch
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -181,17 +182,39 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
     return pictures
 
 
-def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
-    """Shade the pair in the configured directions; returns the output dir and files written."""
-    start = time.perf_counter()
+def run_device(cfg: DictConfig) -> torch.device:
+    """Check the options every run shares; set the threads; the device to run on."""
     if cfg.direction not in DIRECTIONS:
         raise UsageError(f"direction must be one of {DIRECTIONS}, got {cfg.direction!r}")
     if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise UsageError(f"device must be cpu or cuda, got {cfg.device!r}")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("device=cuda but no CUDA device is available; use device=cpu")
+    if isinstance(cfg.num_workers, bool) or not isinstance(cfg.num_workers, int):
+        raise UsageError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
+    if cfg.num_workers < 0:
+        raise UsageError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
     set_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    return torch.device(cfg.device)
+
+
+def is_batch(cfg: DictConfig) -> bool:
+    return bool(cfg.pairs) or (cfg.target is not None and Path(cfg.target).is_dir())
+
+
+def run_many(cfg: DictConfig) -> tuple[Path, dict]:
+    """Batch mode: every pair of two folders or of a pairs CSV, in one process."""
+    device = run_device(cfg)
+    out_dir = resolve_output_dir(cfg)
+    check_writable(out_dir)
+    shader = build_shader(cfg, device)
+    return out_dir, run_batch(cfg, shader, device, out_dir, shade, write_json)
+
+
+def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
+    """Shade the pair in the configured directions; returns the output dir and files written."""
+    start = time.perf_counter()
+    device = run_device(cfg)
     target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
     sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
     images = {p: load_image(p, max_pixels=cfg.max_pixels) for p in (target_path, sample_path)}
@@ -211,37 +234,10 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         "runs": [],
     }
     for t_path, s_path in pairs:
-        target = images[t_path][None].to(device)
-        sample = images[s_path][None].to(device)
-        name = f"{t_path.stem}_{s_path.stem}"
-        bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not cfg.progress)
-        with torch.no_grad():
-            out = shader(target, sample, progress=lambda _, bar=bar: bar.update(1))
-        bar.close()
-        pictures.update(render(name, target.cpu(), sample.cpu(), out, shader.pattern))
-        report["runs"].append(
-            {
-                "target": str(t_path),
-                "sample": str(s_path),
-                "output": f"{name}_{shader.pattern}.png",
-                "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
-                "eigensolver_residuals": out.residuals,
-                "seeds": [b.seeds[0].tolist() for b in out.pastes],
-                "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
-                "skipped": [
-                    {"seed": seed, "reason": reason}
-                    for b in out.pastes
-                    for seed, *why in zip(
-                        b.seeds[0].tolist(),
-                        b.skipped[0].tolist(),
-                        b.over_budget[0].tolist(),
-                        b.repeats[0].tolist(),
-                    )
-                    for reason, hit in zip(skip_reasons(shader.config.paste), why)
-                    if hit
-                ],
-            }
-        )
+        images_t, images_s = images[t_path][None], images[s_path][None]
+        made, entry = shade(shader, images_t, images_s, t_path, s_path, device, cfg.progress)
+        pictures.update(made)
+        report["runs"].append(entry)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -257,6 +253,39 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return out_dir, written
 
 
+def shade(shader, target, sample, t_path: Path, s_path: Path, device, progress: bool = False):
+    """One direction: shade `target` (1, 3, H, W) with `sample`, render every picture in
+    memory; returns (file name -> image, the run's run.json entry)."""
+    name = f"{t_path.stem}_{s_path.stem}"
+    bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
+    with torch.no_grad():
+        out = shader(target.to(device), sample.to(device), progress=lambda _: bar.update(1))
+    bar.close()
+    pictures = render(name, target.cpu(), sample.cpu(), out, shader.pattern)
+    entry = {
+        "target": str(t_path),
+        "sample": str(s_path),
+        "output": f"{name}_{shader.pattern}.png",
+        "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
+        "eigensolver_residuals": out.residuals,
+        "seeds": [b.seeds[0].tolist() for b in out.pastes],
+        "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
+        "skipped": [
+            {"seed": seed, "reason": reason}
+            for b in out.pastes
+            for seed, *why in zip(
+                b.seeds[0].tolist(),
+                b.skipped[0].tolist(),
+                b.over_budget[0].tolist(),
+                b.repeats[0].tolist(),
+            )
+            for reason, hit in zip(skip_reasons(shader.config.paste), why)
+            if hit
+        ],
+    }
+    return pictures, entry
+
+
 def write_json(data: dict, path: Path) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -268,15 +297,30 @@ def cli_main(cfg: DictConfig) -> int:
     """Run and report: a one-line summary, or one error line on stderr and exit code 2."""
     hydra_dir = resolve_output_dir(cfg)
     try:
-        out_dir, written = run(cfg)
+        if is_batch(cfg):
+            out_dir, summary = run_many(cfg)
+        else:
+            out_dir, written = run(cfg)
     except (ImageError, UsageError, CheckpointError, ValueError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
         remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 2
-    except KeyboardInterrupt:
-        print("infer.py: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt:  # a batch keeps the pairs it finished
+        print("infer.py: interrupted; nothing more was written", file=sys.stderr)
         remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 130
+    if is_batch(cfg):
+        failed = summary["failed"]
+        print(
+            f"shaded {len(summary['done'])} of {summary['pairs']} pairs into {out_dir} "
+            f"({summary['pairs_per_minute']} pairs/min); {len(failed)} failed"
+            + (
+                ": " + ", ".join(f["name"] for f in failed) + " (see summary.json)"
+                if failed
+                else ""
+            )
+        )
+        return 2 if not summary["done"] or (failed and cfg.strict) else 0
     report = json.loads((out_dir / "run.json").read_text())
     timing = "; ".join(
         f"{r['output']} {r['timings_s']['total']:.2f}s (spectra {r['timings_s']['spectra']:.2f}s)"

@@ -91,6 +91,13 @@ def resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
     return F.interpolate(image, size=shape, mode="area") if shape != image.shape[-2:] else image
 
 
+def working_spectrum(config: ShaderConfig, image: Tensor) -> Spectrum:
+    """The spectrum the shader uses for one image (3, H, W): of its working-resolution copy,
+    through the cache. Dataloader workers call it to warm the cache for the model."""
+    small = resize(image[None], work_shape(image.shape[-2:], config.work_size))[0]
+    return config.spectrum.compute(small.detach())
+
+
 class SpectralShader(nn.Module):
     """Copies structure from a sample onto a target through a stack of spectral residual blocks.
 
