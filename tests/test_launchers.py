@@ -1,0 +1,76 @@
+"""Hydra's submitit launcher and Optuna sweeper (the `cluster` and `sweep` extras): the
+configs compose, and small sweeps run here for real (slow tests)."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from test_train import CONFIGS, run_train
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_launcher_config_composes_with_its_documented_options():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_train("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == launcher.tasks_per_node == 1
+    assert launcher.timeout_min == 240 and cfg.trainer.devices == 1
+
+
+def test_optuna_search_config_composes_and_maximises_the_metric():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_train("hparams_search=pck_optuna", "output_dir=x")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert cfg.optimized_metric == "val/pck@0.05"
+    assert set(sweeper.params) == {
+        "optim.optimizer.lr",
+        "model.attention.softmax_scale",
+        "model.attention.features",
+    }
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_job_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "experiment=fmap,learned",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    assert list(sweep.glob(".submitit/*/*_result.pkl"))  # the jobs went through submitit
+    assert "experiment=fmap" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_four_trials_and_names_the_best(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "hparams_search=pck_optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(trials) == 4 and all("val/pck@0.05" in t["metrics"] for t in trials)
+    summary = (sweep / "summary.md").read_text()
+    assert summary.count("**best**") == 1 and "optim.optimizer.lr=" in summary
+    assert (sweep / "optimization_results.yaml").exists()
