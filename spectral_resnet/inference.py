@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from spectral_resnet import PRETRAINED, viz
 from spectral_resnet.batch import run_batch
 from spectral_resnet.config import ShaderConfig
-from spectral_resnet.io import ImageError, load_image, save_image
+from spectral_resnet.io import ImageError, load_image, save_image, to_uint8
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -227,7 +228,7 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     if cfg.direction in ("reverse", "both"):
         pairs.append((sample_path, target_path))
 
-    pictures: dict[str, torch.Tensor] = {}
+    pictures: dict[str, np.ndarray] = {}  # held until everything is rendered: as uint8
     report = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "model": shader.config.to_dict(),  # what ran: a checkpoint's architecture included
@@ -236,7 +237,7 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     for t_path, s_path in pairs:
         images_t, images_s = images[t_path][None], images[s_path][None]
         made, entry = shade(shader, images_t, images_s, t_path, s_path, device, cfg.progress)
-        pictures.update(made)
+        pictures.update({file: to_uint8(image) for file, image in made.items()})  # 4x smaller
         report["runs"].append(entry)
 
     out_dir.mkdir(parents=True, exist_ok=True)

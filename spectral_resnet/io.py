@@ -115,10 +115,11 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
-def save_image(image: Tensor, path: str | os.PathLike) -> Path:
-    """Write a float image in [0, 1] atomically (temp file + rename); format from the suffix."""
+def save_image(image: Tensor | np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a float image (3, H, W) in [0, 1], or to_uint8's (H, W, 3) array, atomically
+    (temp file + rename); format from the suffix."""
     path = Path(path)
-    pil = Image.fromarray(to_uint8(image))
+    pil = Image.fromarray(image if isinstance(image, np.ndarray) else to_uint8(image))
     remove_stale_temps(path.parent, f".{path.stem}.*{path.suffix}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
