@@ -23,8 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from spectral_resnet.config import ShaderConfig
-from spectral_resnet.data.pairs import IMAGE_SUFFIXES
-from spectral_resnet.io import load_image, save_image
+from spectral_resnet.io import IMAGE_SUFFIXES, load_image, save_image
 from spectral_resnet.model import working_spectrum
 
 FAILURE_FIELDS = ("name", "target", "sample", "error")

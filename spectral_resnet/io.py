@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 STALE_SECONDS = 600.0  # a temp file this old was left by a killed writer, not a live one
 
 

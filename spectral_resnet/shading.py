@@ -82,7 +82,8 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     if ink not in ("auto", "dark", "light", "any"):
         raise ValueError(f"ink must be 'auto', 'dark', 'light' or 'any', got {ink!r}")
     background = background_colour(image)[..., None, None]  # (B, 3, 1, 1)
-    dist = (image - background).norm(dim=1) / math.sqrt(image.shape[1])  # (B, H, W)
+    dist = sum((image[:, c] - background[:, c]) ** 2 for c in range(image.shape[1]))
+    dist = (dist / image.shape[1]).sqrt()  # (B, H, W) RMS colour distance, channel by channel
     luma = to_grey(image)[:, 0]  # (B, H, W)
     darker = luma < to_grey(background)[:, 0]  # (B, 1, 1) broadcast
     if ink == "auto":

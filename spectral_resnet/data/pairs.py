@@ -32,9 +32,8 @@ from spectral_resnet.config import SpectrumConfig
 from spectral_resnet.data.drawings import random_drawing
 from spectral_resnet.data.procedural import curves, diagram, scene
 from spectral_resnet.data.real import photo_files
-from spectral_resnet.io import load_image
+from spectral_resnet.io import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GENERATORS = (scene, scene, curves, diagram)  # mostly photo-like, some line art
 SPLITS = ("train", "val", "test")
 # bilinear warps: photos without nearest-neighbour jaggies, and sub-pixel ground-truth flow
