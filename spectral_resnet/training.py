@@ -38,7 +38,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     if module.trainable():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except SystemExit:  # Lightning's own Ctrl-C handling ends in exit(1)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     else:  # identity / fmap baselines: nothing to learn, evaluate as they are
         trainer.validate(module, datamodule=datamodule)
@@ -80,6 +85,13 @@ def cli_main(cfg: DictConfig) -> float:
         print(f"train.py: error: {err}", file=sys.stderr)
         remove_failed_run_dir(Path(cfg.output_dir))
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(
+            f"train.py: interrupted; checkpoints so far are in {cfg.output_dir} "
+            "(resume with ckpt_path=.../last.ckpt)",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     value = metrics.get(cfg.optimized_metric, float("nan"))
     print(f"{cfg.optimized_metric} = {value:.4f}; outputs in {cfg.output_dir}")
     return value
