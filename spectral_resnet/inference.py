@@ -58,6 +58,10 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
             cfg = compose(config_name, overrides=overrides)
         if config_name == "infer" and cfg.output_dir:  # Hydra makes its run dir there
             check_writable(Path(cfg.output_dir))
+        for arg in argv:  # Hydra's own run and sweep dirs, before Hydra makes them
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
+                check_writable(Path(value))
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -22,9 +22,27 @@ from spectral_resnet.inference import (
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
 
+TRAINER_COUNTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "log_every_n_steps")
+TRAINER_AMOUNTS = ("limit_train_batches", "limit_val_batches", "val_check_interval")
+
+
+def check_trainer(node: DictConfig) -> None:
+    """The everyday Trainer knobs have the right type, so Lightning never asserts on them."""
+    for key in TRAINER_COUNTS:
+        value = node.get(key)
+        if key in node and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"trainer.{key} must be an integer, got {value!r}")
+    for key in (*TRAINER_AMOUNTS, "gradient_clip_val"):
+        value = node.get(key)
+        if value is None and key == "gradient_clip_val":
+            continue
+        if key in node and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"trainer.{key} must be a number, got {value!r}")
+
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns every logged metric as a float."""
+    check_trainer(cfg.trainer)
     set_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)

@@ -290,6 +290,8 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
     [
         ("data.folder=/nonexistent", "data config: image folder"),
         ("model.pattern=zq", "unknown pattern"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer"),
+        ("trainer.limit_train_batches=lots", "trainer.limit_train_batches must be a number"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
@@ -300,6 +302,22 @@ def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, overrid
     assert len(errors) == 1 and errors[0].startswith("train.py: error:") and message in errors[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+def test_an_unwritable_hydra_run_dir_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "hydra.run.dir=/proc/spectral_resnet/x"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "train.py: error: output_dir /proc/spectral_resnet/x is not writable; "
+        "choose another output_dir="
+    ]
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_real_corpus_splits_by_source_image_and_the_stereo_flow_is_right():
