@@ -62,6 +62,12 @@ class PairContext:
         act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
         return out[..., :3], act
 
+    @cached_property
+    def activation(self) -> Tensor:
+        """The retrieval's activation at the target's resolution (B, 1, H, W): one tensor
+        for every block of the pass, not one copy each."""
+        return to_stream(self.retrieval[1][..., None], self, tuple(self.target.shape[-2:]))
+
 
 @dataclass(frozen=True)
 class BlockOutput:
@@ -70,7 +76,7 @@ class BlockOutput:
     letter: str
     activation: Tensor  # (B, 1, H, W) in [0, 1]; shading ops pass the last one on
     gate: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel this block changed
-    retrieved: Tensor  # (B, 3, H, W) what the block blended towards
+    retrieved: Tensor | None  # (B, 3, H, W) what it blended towards; pastes: None (see masks)
     alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy; passed on
     used_seeds: Tensor | None = None  # (B, S', 2) every seed so far; passed on
     pasted: Tensor | None = None  # (B, P) sample labels pasted so far (0: none); passed on
@@ -156,10 +162,10 @@ class CrossAttention(nn.Module):
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
-        cross_out, act = ctx.retrieval
+        cross_out, _ = ctx.retrieval
         self_map = to_stream(self_attend(h, ctx), ctx, shape)  # (B, C, H, W)
         cross_map = to_stream(cross_out, ctx, shape)  # (B, C, H, W)
-        act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
+        act_map = ctx.activation  # (B, 1, H, W)
         delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
         gate = torch.sigmoid(gate_logit) * shading.activation_gate(act_map, self.threshold)
         record = BlockOutput("x", act_map, gate, cross_map, **{**passed_on(prev), "alpha": gate})
@@ -210,7 +216,6 @@ class SegmentPaste(nn.Module):
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
         _, act = ctx.retrieval
-        act_map = to_stream(act[..., None], ctx, shape)  # (B, 1, H, W)
         used = prev.used_seeds if prev is not None else None
         seeds = self.seeds(act.unflatten(1, ctx.work_shape), used, shape)  # (B, S, 2)
         valid = seeds[..., 0] >= 0  # (B, S)
@@ -232,9 +237,9 @@ class SegmentPaste(nn.Module):
         used = seeds if used is None else torch.cat([used, seeds], 1)
         record = BlockOutput(
             "c",
-            act_map,
+            ctx.activation,
             alpha,
-            colour,
+            None,
             alpha=alpha,
             used_seeds=used,
             seeds=seeds,
