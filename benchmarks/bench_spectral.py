@@ -2,7 +2,10 @@
 scipy ARPACK shift-invert (`eigsh(L, k, sigma=-1e-5)`) measured in the same process.
 
     python benchmarks/bench_spectral.py                      # 128^2, 256^2, 512^2; k = 12, 16, 32
-    python benchmarks/bench_spectral.py --sizes 512 --ks 16 --image photo.png
+    python benchmarks/bench_spectral.py --sizes 512 --ks 16 --images camera photo.png
+
+Images: `scene` (procedural), the name of a bundled real photo (`camera`: the grey man
+with a camera; `coffee`, ...), or a path.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ def subspace_sine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((1 - cos**2).clamp_min(0).sqrt())
 
 
-def image_for(size: int, path: str | None) -> torch.Tensor:
-    if path is None:
+def image_for(size: int, name: str) -> torch.Tensor:
+    if name == "scene":
         return scene((size, size), seed=0)
-    img = load_image(path)
+    from spectral_resnet.data.real import PHOTOS, data_dir
+
+    img = load_image(data_dir() / PHOTOS[name][0] if name in PHOTOS else name)
     return torch.nn.functional.interpolate(img[None], (size, size), mode="area")[0]
 
 
@@ -41,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--ks", type=int, nargs="+", default=[12, 16, 32])
-    parser.add_argument("--image", default=None, help="an image to use instead of scene()")
+    parser.add_argument("--images", nargs="+", default=["scene", "camera"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--chebyshev-max-n", type=int, default=128 * 128, help="skip the torch solver above this"
@@ -50,10 +55,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print("| size | k | method | seconds | max residual | subspace sine | ratio vs scipy |")
-    print("|---|---|---|---|---|---|---|")
-    for size in args.sizes:
-        op = grid_laplacian(image_for(size, args.image).double())
+    print("| image | size | k | method | seconds | max residual | subspace sine | ratio vs scipy |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, size in ((n, s) for n in args.images for s in args.sizes):
+        op = grid_laplacian(image_for(size, name).double())
         for k in args.ks:
             ref_time, ref_vecs = None, None
             for label, method, options in SOLVERS:
@@ -61,7 +66,7 @@ def main() -> None:
                     continue
                 solve_op = op
                 if method == "chebyshev" and args.device != "cpu":
-                    solve_op = grid_laplacian(image_for(size, args.image).double().to(args.device))
+                    solve_op = grid_laplacian(image_for(size, name).double().to(args.device))
                 start = time.perf_counter()
                 pairs = eigenpairs(solve_op, k, method, check=None, **options)
                 if solve_op.device.type == "cuda":
@@ -72,7 +77,7 @@ def main() -> None:
                     ref_time, ref_vecs = seconds, vecs
                 sine = subspace_sine(vecs, ref_vecs)
                 print(
-                    f"| {size}² | {k} | {label} | {seconds:.2f} | {pairs.residuals.max():.1e} "
+                    f"| {name} | {size}² | {k} | {label} | {seconds:.2f} | {pairs.residuals.max():.1e} "
                     f"| {sine:.1e} | {seconds / ref_time:.2f} |",
                     flush=True,
                 )
