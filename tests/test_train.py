@@ -409,29 +409,3 @@ def test_everyday_trainer_knobs_compose_without_plus(tmp_path):
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     assert trainer.max_steps == 20 and trainer.limit_train_batches == 2
     assert trainer.accumulate_grad_batches == 2 and trainer.gradient_clip_val == 1.0
-
-
-@pytest.mark.slow
-def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
-    import signal
-    import time
-
-    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
-    args = [*TINY, "data.train_pairs=64", "trainer.max_epochs=100", f"output_dir={tmp_path}"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    deadline = time.time() + 120
-    while not list(tmp_path.rglob("metrics.csv")) and time.time() < deadline:
-        time.sleep(0.5)  # training has started logging
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
-        "train.py: interrupted"
-    )
