@@ -420,9 +420,8 @@ class SegmentPaste(nn.Module):
             )[0]  # (4, h_b, w_b)
             # locality exp(-dist / radius) around the seed, relative to the paste's nearest
             # point: opaque where it lands, fading with distance beyond it
-            yy = torch.arange(top, bottom, dtype=h.dtype).view(-1, 1) - seeds[i, j, 0]
-            xx = torch.arange(left, right, dtype=h.dtype).view(1, -1) - seeds[i, j, 1]
-            local = torch.exp(-(yy**2 + xx**2).sqrt() / radius)  # (h_b, w_b)
+            seed_in_box = seeds[i, j] - torch.tensor([top, left], dtype=seeds.dtype)
+            local = shading.locality_gate(seed_in_box, (bottom - top, right - left), radius)
             nearest = local.masked_fill(warped[3] <= 0.25, 0).amax()
             gate = (local / nearest.clamp_min(1e-6)).clamp_max(1)
             box = (i, slice(None), slice(top, bottom), slice(left, right))

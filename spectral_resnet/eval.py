@@ -48,8 +48,8 @@ from spectral_resnet.inference import (
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
 from spectral_resnet.model import CheckpointError, SpectralShader, index_to_xy
-from spectral_resnet.segments import annihilate_fuzz, component_scores, components
-from spectral_resnet.shading import ink_mask
+from spectral_resnet.segments import component_scores
+from spectral_resnet.shading import ink_components, ink_mask
 from spectral_resnet.spectral import compute_spectrum
 
 RANDOM = "random component"
@@ -120,7 +120,7 @@ def shader_picker(shader: SpectralShader) -> Picker:
 def component_seeds(target, sample, flow, valid, count: int = 64, seed: int = 0):
     """The sample's ink components (Hs, Ws), and up to `count` target ink pixels (n, 2) (y, x)
     whose true match lies on one, with that component (n,)."""
-    labels = annihilate_fuzz(components(ink_mask(sample[None])[0]), min_area=12)
+    labels = ink_components(sample[None])[0]
     truth = lookup(labels, flow)  # (H, W)
     points = torch.nonzero(valid & ink_mask(target[None])[0] & (truth > 0))
     keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:count]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spectral_resnet import segments, shading
+from spectral_resnet import shading
 from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
 from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
 from spectral_resnet.config import ARCHITECTURE, ShaderConfig
@@ -193,15 +193,8 @@ class SpectralShader(nn.Module):
     def sample_components(self, sample: Tensor) -> Tensor:
         """Ink components of each sample (B, H_s, W_s), specks annihilated: one component =
         one shape = one paste."""
-        ink = shading.ink_mask(sample, ink=self.config.paste.ink)
-        return torch.stack(
-            [
-                segments.annihilate_fuzz(
-                    segments.components(m), min_area=self.config.paste.min_area
-                )
-                for m in ink
-            ]
-        )
+        paste = self.config.paste
+        return shading.ink_components(sample, ink=paste.ink, min_area=paste.min_area)
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:

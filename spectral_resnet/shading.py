@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spectral_resnet.segments import background_colour
+from spectral_resnet.segments import annihilate_fuzz, background_colour, components
 from spectral_resnet.spectral.graph import to_grey
 
 
@@ -96,6 +96,14 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     near = F.max_pool2d(dist[:, None], 5, 1, 2)[:, 0]  # the strongest ink nearby
     strong = otsu_threshold(dist.flatten(1))[:, None, None].clamp_min(floor)
     return (near > strong) & (dist > 0.47 * near) & (dist > floor)  # half coverage, less rounding
+
+
+def ink_components(image: Tensor, ink: str = "auto", min_area: int = 12) -> Tensor:
+    """The shapes of each image (B, 3, H, W): 8-connected pieces of its ink mask, pieces
+    under `min_area` pixels dropped; (B, H, W) labels, 0 = no ink."""
+    return torch.stack(
+        [annihilate_fuzz(components(m), min_area=min_area) for m in ink_mask(image, ink=ink)]
+    )
 
 
 def thicken(image: Tensor, strokes: Tensor, time: float, level: float = 0.3) -> Tensor:
