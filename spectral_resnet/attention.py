@@ -151,15 +151,15 @@ class SpectralAttention(nn.Module):
 
     def confidence(self, q: Tensor, k: Tensor, scale: Tensor, boundary: Tensor | None) -> Tensor:
         """Each query's largest attention weight over the (selected) keys, (B, n_t) in (0, 1]:
-        high where one sample place matches clearly, low where many match alike."""
+        high where one sample place matches clearly, low where many match alike. The largest
+        softmax weight is 1 / sum_j exp(s_j - max s), computed in place on each chunk's scores."""
         k, _ = self.select_keys(k, k[..., :1], boundary)
-        return torch.cat(
-            [
-                self.scores(q[:, i : i + self.chunk], k, scale).softmax(-1).amax(-1)
-                for i in range(0, q.shape[1], self.chunk)
-            ],
-            dim=1,
-        )
+        out = []
+        for i in range(0, q.shape[1], self.chunk):
+            s = self.scores(q[:, i : i + self.chunk], k, scale)  # (B, m, n_s)
+            s = s.sub_(s.detach().amax(-1, keepdim=True)).exp_()  # the max cancels: no gradient
+            out.append(s.sum(-1).reciprocal())
+        return torch.cat(out, dim=1)
 
     def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
         """Index of each query's best key, (B, n_t), chunked like the softmax kernel."""

@@ -43,30 +43,47 @@ class PairContext:
     target: Tensor  # (B, 3, H, W) the original target, full resolution
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
     sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
+    ink: str = "auto"  # paste.ink: which side of the background is ink
 
     @cached_property
-    def retrieval(self) -> tuple[Tensor, Tensor]:
-        """Cross-attention retrieval: (B, n_t, 3) sample colours and the (B, n_t) activation
-        in [0, 1], masked by the target's boundary. Computed once per context: every cross
-        block of a forward pass shares it. The activation is the seed's retrieved boundary
-        strength for the low-rank kernel; for softmax, whose averages retrieve some boundary
-        everywhere, it is the attention's confidence (its largest weight), so seeds go where
-        one sample structure matches clearly."""
-        out = self.cross(self.sample_values, self.sample_boundary)  # (B, n_t, 4)
+    def retrieved(self) -> Tensor:
+        """Cross-attention retrieval of the sample's colours and boundary strength for every
+        target token, (B, n_t, 4); computed once per context, only when a block reads it
+        ('x' blocks; pastes read the activation alone)."""
+        return self.cross(self.sample_values, self.sample_boundary)
+
+    @cached_property
+    def evidence(self) -> Tensor:
+        """How clearly each target token matches one sample place, (B, n_t) in [0, 1], masked
+        by the target's boundary and scaled to a peak of 1. For the low-rank kernel it is
+        the seed's retrieved boundary strength; for softmax, whose averages retrieve some
+        boundary everywhere, the attention's confidence (its largest weight), so seeds go
+        where one sample structure matches clearly."""
         c = self.cross
-        if c.kernel.kernel == "softmax":
-            evidence = c.kernel.confidence(c.q, c.k, c.scale, self.sample_boundary)
+        if c.kernel.kernel == "softmax":  # only where the target has boundary: elsewhere 0
+            evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
+            for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
+                if on.any():
+                    keys, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
+                    evidence[i, on] = c.kernel.confidence(
+                        c.q[i : i + 1, on], keys, c.scale, boundary
+                    )[0]
         else:
-            evidence = out[..., 3].clamp_min(0)
+            evidence = self.retrieved[..., 3].clamp_min(0)
         act = evidence * self.target_boundary
-        act = act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
-        return out[..., :3], act
+        return act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
 
     @cached_property
     def activation(self) -> Tensor:
-        """The retrieval's activation at the target's resolution (B, 1, H, W): one tensor
-        for every block of the pass, not one copy each."""
-        return to_stream(self.retrieval[1][..., None], self, tuple(self.target.shape[-2:]))
+        """The evidence at the target's resolution (B, 1, H, W): one tensor for every block
+        of the pass, not one copy each."""
+        return to_stream(self.evidence[..., None], self, tuple(self.target.shape[-2:]))
+
+    @cached_property
+    def target_ink(self) -> Tensor:
+        """The original target's ink (B, 1, H, W) bool, once a pass: what pastes keep clear
+        of (what earlier pastes add is their `covered`)."""
+        return shading.ink_mask(self.target, ink=self.ink)[:, None]
 
 
 @dataclass(frozen=True)
@@ -162,7 +179,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
-        cross_out, _ = ctx.retrieval
+        cross_out = ctx.retrieved[..., :3]  # (B, n_t, 3) sample colours
         self_map = to_stream(self_attend(h, ctx), ctx, shape)  # (B, C, H, W)
         cross_map = to_stream(cross_out, ctx, shape)  # (B, C, H, W)
         act_map = ctx.activation  # (B, 1, H, W)
@@ -215,9 +232,8 @@ class SegmentPaste(nn.Module):
     @torch.no_grad()
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         shape = h.shape[-2:]
-        _, act = ctx.retrieval
         used = prev.used_seeds if prev is not None else None
-        seeds = self.seeds(act.unflatten(1, ctx.work_shape), used, shape)  # (B, S, 2)
+        seeds = self.seeds(ctx.evidence.unflatten(1, ctx.work_shape), used, shape)  # (B, S, 2)
         valid = seeds[..., 0] >= 0  # (B, S)
         before = passed_on(prev).get("pasted")  # (B, P) labels pasted by earlier blocks
         if before is None:
@@ -227,9 +243,9 @@ class SegmentPaste(nn.Module):
             segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
         ).float()
         src = segments.mask_centroid(masks)  # (B, S, 2)
-        angle = self.angles(h, seeds, masks)  # (B, S)
+        angle = self.angles(ctx.target_ink, seeds, masks)  # (B, S)
         covered = passed_on(prev).get("covered")
-        dest, scale, outcome = self.place(h, seeds, masks, src, angle, before, covered)
+        dest, scale, outcome = self.place(ctx.target_ink, seeds, masks, src, angle, before, covered)
         outcome = torch.where(valid & (picked == 0), NOTHING_LEFT, outcome)
         placed = outcome == PLACED  # (B, S)
         masks = masks * placed[..., None, None]
@@ -289,16 +305,17 @@ class SegmentPaste(nn.Module):
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
         return unique_assignment(score)
 
-    def angles(self, h: Tensor, seeds: Tensor, masks: Tensor) -> Tensor:
+    def angles(self, ink: Tensor, seeds: Tensor, masks: Tensor) -> Tensor:
         """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
         target's line work at the seed ("align")."""
         if self.paste.rotation == "align":
-            ink = shading.ink_mask(h, ink=self.paste.ink).float()
-            target_dir = segments.local_orientation(ink, seeds.clamp_min(0).float(), 4.0)
+            target_dir = segments.local_orientation(
+                ink[:, 0].float(), seeds.clamp_min(0).float(), 4.0
+            )
             return target_dir - segments.mask_orientation(masks)
         return torch.full_like(masks[..., 0, 0], math.radians(float(self.paste.rotation)))
 
-    def place(self, h, seeds, masks, src, angle, pasted: Tensor, covered: Tensor | None = None):
+    def place(self, ink, seeds, masks, src, angle, pasted: Tensor, covered: Tensor | None = None):
         """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
         (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
 
@@ -310,15 +327,15 @@ class SegmentPaste(nn.Module):
         order is the one sequential part, a loop over at most `seeds` slots.
         """
         b, s = seeds.shape[:2]
-        height, width = h.shape[-2:]
+        height, width = ink.shape[-2:]
         side = max(height, width)
         clearance = max(1, round(0.01 * side))
         step = max(1, math.ceil(side / PLACEMENT_CELLS))  # pixels per placement cell
         extent = segments.mask_extent(masks, src)  # (B, S) sample pixels
-        ink = shading.ink_mask(h, ink=self.paste.ink).double()[:, None]  # (B, 1, H, W)
+        ink = F.max_pool2d(ink.float(), step, step, ceil_mode=True).double()  # (B, 1, Hc, Wc)
         if covered is not None:  # earlier blocks' pastes, whatever their colour
-            ink = torch.maximum(ink, (covered > 0.1).double() * float(height * width))
-        ink = F.max_pool2d(ink, step, step, ceil_mode=True)  # (B, 1, Hc, Wc) cells
+            taken = F.max_pool2d((covered > 0.1).float(), step, step, ceil_mode=True)
+            ink = torch.maximum(ink, taken.double() * float(height * width))
         grow = math.ceil(clearance / step)  # the clearance, in cells
         framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
         ink = F.max_pool2d(framed, 2 * grow + 1, 1, grow)[:, 0, 1:-1, 1:-1]  # grown

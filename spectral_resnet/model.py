@@ -188,6 +188,7 @@ class SpectralShader(nn.Module):
             target=target,
             sample=sample,
             sample_labels=self.sample_components(sample) if "c" in self.pattern else None,
+            ink=self.config.paste.ink,
         )
 
     def sample_components(self, sample: Tensor) -> Tensor:

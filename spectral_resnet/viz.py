@@ -28,10 +28,19 @@ _MASK_COLOURS = torch.tensor(
 )
 
 
-def heatmap(values: Tensor) -> Tensor:
-    """(H, W) values -> (3, H, W) colour image. Normalised robustly (99.5th percentile, then
-    a square root) so a few strong peaks do not leave the rest of the map black."""
+HEATMAP_SIDE = 1024  # heatmaps are drawn at most this long: the activation is computed at
+# the working resolution (model.work_size), so a phone-sized heatmap would only repeat it
+
+
+def heatmap(values: Tensor, side: int = HEATMAP_SIDE) -> Tensor:
+    """(H, W) values -> (3, H', W') colour image, area-reduced to at most `side` pixels long.
+    Normalised robustly (99.5th percentile, then a square root) so a few strong peaks do not
+    leave the rest of the map black."""
     v = values.detach().float().cpu()
+    factor = max(v.shape) / side
+    if factor > 1:
+        size = [max(1, round(n / factor)) for n in v.shape]
+        v = F.interpolate(v[None, None], size=size, mode="area")[0, 0]
     v = v - v.min()
     few = v.flatten()[:: max(1, v.numel() // (1 << 20))]  # the percentile of <= ~1 M values
     top = few.kthvalue(max(1, int(0.995 * few.numel()))).values

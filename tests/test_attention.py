@@ -28,6 +28,33 @@ def test_chunked_softmax_equals_full_softmax():
     assert torch.allclose(rows[0], full[0, [0, 5]], atol=1e-6)
     assert torch.allclose(rows.sum(-1), torch.ones(2, 2), atol=1e-5)
     assert torch.equal(attn.argmax(q, k, scale), full.argmax(-1))
+    assert torch.allclose(attn.confidence(q, k, scale, None), full.amax(-1), atol=1e-6)
+
+
+def test_evidence_skips_flat_target_pixels_exactly():
+    """The softmax confidence is computed only where the target has boundary; elsewhere the
+    activation is 0 either way, so skipping it changes nothing."""
+    from spectral_resnet.attention import ProjectedAttention
+    from spectral_resnet.blocks import PairContext
+
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 30, 5, generator=g), torch.randn(2, 20, 5, generator=g)
+    boundary = torch.rand(2, 30, generator=g) * (torch.rand(2, 30, generator=g) > 0.6)
+    boundary[1] = 0  # a flat target: no activation, no confidence computed
+    attn = SpectralAttention(kernel="softmax", chunk=8)
+    ctx = PairContext(
+        cross=ProjectedAttention(q, k, torch.tensor(4.0), attn),
+        **dict.fromkeys(["self_attention", "sample_values", "target", "sample"]),
+        target_boundary=boundary,
+        sample_boundary=torch.rand(2, 20, generator=g),
+        work_shape=(5, 6),
+        sample_shape=(4, 5),
+        sample_labels=None,
+    )
+    dense = attn.confidence(q, k, torch.tensor(4.0), None) * boundary
+    dense = dense / dense.amax(1, keepdim=True).clamp_min(1e-12)
+    assert torch.allclose(ctx.evidence, dense, atol=1e-6)
+    assert (ctx.evidence[boundary == 0] == 0).all() and ctx.evidence[0].max() == 1
 
 
 def test_linear_kernel_equals_explicit_product():

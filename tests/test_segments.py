@@ -284,18 +284,18 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     mask[0, 0, 10:21, 10:21] = 1
     src, angle, none = mask_centroid(mask), torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long)
 
-    def place(h, seed, **paste):
+    def place(ink, seed, **paste):
         block = SegmentPaste(ShaderConfig(paste=PasteConfig(**paste)))
-        return block.place(h, torch.tensor([[seed]]), mask, src, angle, none)
+        return block.place(ink, torch.tensor([[seed]]), mask, src, angle, none)
 
-    one_line = torch.ones(1, 3, 60, 60)
-    one_line[..., 20] = 0  # a black vertical stroke at x = 20
+    one_line = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
+    one_line[..., 20] = True  # a vertical stroke at x = 20
     dest, scale, outcome = place(one_line, [30, 20], reach=0.5)
     assert int(outcome) == PLACED and float(scale) == 1.0
     assert dest[0, 0].tolist() == [30.0, 13.0]  # 5 px half-width + 1 clearance + 1 off the ink
-    grid = torch.ones(1, 3, 60, 60)
-    grid[..., [20, 30], :] = 0
-    grid[..., [20, 30]] = 0  # 9 px cells
+    grid = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
+    grid[..., [20, 30], :] = True
+    grid[..., [20, 30]] = True  # 9 px cells
     dest, scale, outcome = place(grid, [25, 20], reach=0.1, min_scale=0.5)
     assert int(outcome) == PLACED and float(scale) == 0.5
     y, x = dest[0, 0].tolist()
