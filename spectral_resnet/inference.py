@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -245,10 +246,12 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         report["runs"].append(entry)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:  # PNG encoders release the GIL
+        saves = [pool.submit(save_image, image, out_dir / f) for f, image in pictures.items()]
+    written = [s.result() for s in saves if s.exception() is None]
     try:
-        for file, image in pictures.items():
-            written.append(save_image(image, out_dir / file))
+        for save in saves:
+            save.result()  # the first failure, if any, raised here
         report["seconds"] = round(time.perf_counter() - start, 3)
         written.append(write_json(report, out_dir / "run.json"))
     except OSError as err:

@@ -93,7 +93,8 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     else:
         side = {"dark": darker, "light": ~darker, "any": torch.ones_like(darker)}[ink]
     dist = dist * side  # (B, H, W) the wrong side counts as background
-    near = F.max_pool2d(dist[:, None], 5, 1, 2)[:, 0]  # the strongest ink nearby
+    near = F.max_pool2d(dist[:, None], (5, 1), 1, (2, 0))  # the strongest ink nearby:
+    near = F.max_pool2d(near, (1, 5), 1, (0, 2))[:, 0]  # a 5 x 5 max, separably
     strong = otsu_threshold(dist.flatten(1))[:, None, None].clamp_min(floor)
     return (near > strong) & (dist > 0.47 * near) & (dist > floor)  # half coverage, less rounding
 
