@@ -80,6 +80,11 @@ class PairContext:
         return to_stream(self.evidence[..., None], self, tuple(self.target.shape[-2:]))
 
     @cached_property
+    def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
+        """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
+        return [segments.component_boxes(labels) for labels in self.sample_labels]
+
+    @cached_property
     def target_ink(self) -> Tensor:
         """The original target's ink (B, 1, H, W) bool, once a pass: what pastes keep clear
         of (what earlier pastes add is their `covered`)."""
@@ -239,17 +244,22 @@ class SegmentPaste(nn.Module):
         if before is None:
             before = seeds.new_zeros(seeds.shape[0], 0)
         picked = self.choose_components(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
-        masks = (
-            segments.component_masks(ctx.sample_labels, picked) & valid[..., None, None]
-        ).float()
-        src = segments.mask_centroid(masks)  # (B, S, 2)
-        angle = self.angles(ctx.target_ink, seeds, masks)  # (B, S)
+        cutouts = [
+            [cut_out(ctx, i, int(label)) if ok else None for label, ok in zip(row, ok_row)]
+            for i, (row, ok_row) in enumerate(zip(picked, valid & (picked > 0)))
+        ]  # [B][S] each seed's component in its box, None for none
+        src = torch.tensor(
+            [[[0.0, 0.0] if c is None else c.centroid.tolist() for c in row] for row in cutouts]
+        ).reshape(*picked.shape, 2)  # (B, S, 2) sample (y, x)
+        angle = self.angles(ctx.target_ink, seeds, cutouts)  # (B, S)
         covered = passed_on(prev).get("covered")
-        dest, scale, outcome = self.place(ctx.target_ink, seeds, masks, src, angle, before, covered)
+        dest, scale, outcome = self.place(
+            ctx.target_ink, seeds, cutouts, src, angle, before, covered
+        )
         outcome = torch.where(valid & (picked == 0), NOTHING_LEFT, outcome)
         placed = outcome == PLACED  # (B, S)
-        masks = masks * placed[..., None, None]
-        warped, colour, alpha = self.composite(h, seeds, masks, src, dest, angle, scale, ctx)
+        cutouts = [[c if ok else None for c, ok in zip(*rows)] for rows in zip(cutouts, placed)]
+        warped, colour, alpha = self.composite(h, seeds, cutouts, src, dest, angle, scale, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)
         record = BlockOutput(
             "c",
@@ -305,17 +315,21 @@ class SegmentPaste(nn.Module):
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
         return unique_assignment(score)
 
-    def angles(self, ink: Tensor, seeds: Tensor, masks: Tensor) -> Tensor:
+    def angles(self, ink: Tensor, seeds: Tensor, cutouts: list[list[Cutout | None]]) -> Tensor:
         """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
         target's line work at the seed ("align")."""
         if self.paste.rotation == "align":
             target_dir = segments.local_orientation(
                 ink[:, 0].float(), seeds.clamp_min(0).float(), 4.0
             )
-            return target_dir - segments.mask_orientation(masks)
-        return torch.full_like(masks[..., 0, 0], math.radians(float(self.paste.rotation)))
+            own = [
+                [0.0 if c is None else float(segments.mask_orientation(c.mask)) for c in row]
+                for row in cutouts
+            ]
+            return target_dir - torch.tensor(own).reshape(seeds.shape[:2])
+        return torch.full(seeds.shape[:2], math.radians(float(self.paste.rotation)))
 
-    def place(self, ink, seeds, masks, src, angle, pasted: Tensor, covered: Tensor | None = None):
+    def place(self, ink, seeds, cutouts, src, angle, pasted: Tensor, covered: Tensor | None = None):
         """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
         (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
 
@@ -331,7 +345,6 @@ class SegmentPaste(nn.Module):
         side = max(height, width)
         clearance = max(1, round(0.01 * side))
         step = max(1, math.ceil(side / PLACEMENT_CELLS))  # pixels per placement cell
-        extent = segments.mask_extent(masks, src)  # (B, S) sample pixels
         ink = F.max_pool2d(ink.float(), step, step, ceil_mode=True).double()  # (B, 1, Hc, Wc)
         if covered is not None:  # earlier blocks' pastes, whatever their colour
             taken = F.max_pool2d((covered > 0.1).float(), step, step, ceil_mode=True)
@@ -348,7 +361,8 @@ class SegmentPaste(nn.Module):
         for i in range(b):
             occupied, count = ink[i], int((pasted[i] > 0).sum())
             for j in range(s):
-                if seeds[i, j, 0] < 0 or not bool(masks[i, j].any()):
+                cut = cutouts[i][j]
+                if seeds[i, j, 0] < 0 or cut is None:
                     continue
                 if count >= self.paste.max_pastes:  # strongest first: the rest go over budget
                     outcome[i, j] = OVER_BUDGET
@@ -357,11 +371,11 @@ class SegmentPaste(nn.Module):
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = NO_ROOM
                 for factor in self.scales():
-                    r = math.ceil((math.ceil(float(extent[i, j]) * factor) + clearance + 1) / step)
+                    r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
                     centre = float(r * step + step // 2)
                     shape = segments.rigid_warp(
-                        masks[i, j][None, None],
-                        src[i, j][None],
+                        cut.mask[None, None],
+                        (src[i, j] - cut.corner)[None],
                         torch.tensor([[centre, centre]]),
                         angle[i, j][None],
                         ((2 * r + 1) * step,) * 2,
@@ -398,30 +412,26 @@ class SegmentPaste(nn.Module):
         canvas[y : y + 2 * r + 1, x : x + 2 * r + 1] = footprint
         return canvas[r : r + shape[0], r : r + shape[1]]
 
-    def composite(self, h, seeds, masks, src, dest, angle, scale, ctx: PairContext):
+    def composite(self, h, seeds, cutouts, src, dest, angle, scale, ctx: PairContext):
         """Warp each matted component into place and merge them, each paste computed only in
         its own box (memory follows the pastes, not the image): the placed alphas
         (B, S, H, W) float16, the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
-        b, s = masks.shape[:2]
+        b, s = seeds.shape[:2]
         height, width = h.shape[-2:]
         radius = self.paste.radius * max(height, width)
         background = segments.background_colour(ctx.sample)  # (B, 3)
         placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
         premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
         alpha = torch.zeros_like(h[:, :1])
-        for i, j in torch.nonzero(masks.flatten(2).any(2)).tolist():
-            ys, xs = torch.nonzero(masks[i, j], as_tuple=True)
-            y0, x0 = max(int(ys.min()) - 2, 0), max(int(xs.min()) - 2, 0)  # the 1-px rim too
-            y1, x1 = int(ys.max()) + 3, int(xs.max()) + 3
-            crop = ctx.sample[i : i + 1, :, y0:y1, x0:x1]
-            m = masks[i, j, y0:y1, x0:x1][None, None]
-            matte = segments.component_matte(
-                crop, m, ctx.sample_labels[i : i + 1, y0:y1, x0:x1], background[i : i + 1]
-            )  # (1, 1, h_c, w_c)
+        for i, j in [(i, j) for i in range(b) for j in range(s) if cutouts[i][j] is not None]:
+            cut = cutouts[i][j]
+            crop = ctx.sample[i : i + 1, :, cut.box[0], cut.box[1]]
+            m = cut.mask[None, None]  # (1, 1, h_c, w_c)
+            labels = ctx.sample_labels[i : i + 1, cut.box[0], cut.box[1]]
+            matte = segments.component_matte(crop, m, labels, background[i : i + 1])
             layers = torch.cat([crop * matte, matte], 1)  # premultiplied colour (3) + alpha
-            corner = torch.tensor([y0, x0], dtype=src.dtype)
-            r = math.ceil(float(segments.mask_extent(m, src[i, j] - corner)) * float(scale[i, j]))
-            r += 3
+            corner = cut.corner
+            r = math.ceil(cut.extent * float(scale[i, j])) + 3
             top, left = max(int(dest[i, j, 0]) - r, 0), max(int(dest[i, j, 1]) - r, 0)
             bottom = min(int(dest[i, j, 0]) + r + 1, height)
             right = min(int(dest[i, j, 1]) + r + 1, width)
@@ -447,6 +457,40 @@ class SegmentPaste(nn.Module):
             weight[box] += gate * warped[3]
             placed[i, j, top:bottom, left:right] = warped[3].half()
         return placed, premult / weight.clamp_min(1e-6), alpha
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """One sample component in its own box (with a 2-px margin for the matte's rim): what a
+    paste reads, so it costs the component's size, not the sample's."""
+
+    mask: Tensor  # (h, w) float, 1 on the component
+    box: tuple[slice, slice]  # where the mask lies in the sample
+
+    @property
+    def corner(self) -> Tensor:
+        return torch.tensor([float(self.box[0].start), float(self.box[1].start)])
+
+    @cached_property
+    def centroid(self) -> Tensor:
+        """(y, x) in sample pixels."""
+        return segments.mask_centroid(self.mask) + self.corner
+
+    @cached_property
+    def extent(self) -> float:
+        """Farthest component pixel from the centroid, in sample pixels."""
+        return float(segments.mask_extent(self.mask, self.centroid - self.corner))
+
+
+def cut_out(ctx: PairContext, i: int, label: int, margin: int = 2) -> Cutout:
+    """Sample `i`'s component `label` in its bounding box grown by `margin`."""
+    ys, xs = ctx.sample_boxes[i][label - 1]
+    height, width = ctx.sample_labels.shape[-2:]
+    box = (
+        slice(max(ys.start - margin, 0), min(ys.stop + margin, height)),
+        slice(max(xs.start - margin, 0), min(xs.stop + margin, width)),
+    )
+    return Cutout((ctx.sample_labels[i][box] == label).float(), box)
 
 
 PLACED, NO_ROOM, OVER_BUDGET, UNUSED, NOTHING_LEFT = range(5)  # what became of each seed

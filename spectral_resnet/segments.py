@@ -68,6 +68,11 @@ def component_masks(labels: Tensor, picked: Tensor) -> Tensor:
     return (labels[..., None, :, :] == picked) & (picked > 0)
 
 
+def component_boxes(labels: Tensor) -> list[tuple[slice, slice] | None]:
+    """Bounding box of each label 1..N of (H, W) labels: boxes[label - 1] (None if absent)."""
+    return ndimage.find_objects(labels.cpu().numpy())
+
+
 def flood_fill(points: Tensor, labels: Tensor) -> Tensor:
     """Fill from points (S, 2) (y, x) along the labelled graph: (S, H, W) masks, each exactly
     the one component its point lies in (empty if the point is on background)."""

@@ -278,15 +278,16 @@ def test_state_flows_forward_as_named_fields(toof, tone):
 def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     """The exact footprint (an 11 px square, 1 px clearance) lands nearest its seed clear of
     the ink; in a 9 px cell only the half-size paste fits; out of reach it is skipped."""
-    from spectral_resnet.blocks import NO_ROOM, OVER_BUDGET, PLACED, SegmentPaste
+    from spectral_resnet.blocks import NO_ROOM, OVER_BUDGET, PLACED, Cutout, SegmentPaste
 
     mask = torch.zeros(1, 1, 60, 60)
     mask[0, 0, 10:21, 10:21] = 1
     src, angle, none = mask_centroid(mask), torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long)
+    cutouts = [[Cutout(mask[0, 0], (slice(0, 60), slice(0, 60)))]]
 
     def place(ink, seed, **paste):
         block = SegmentPaste(ShaderConfig(paste=PasteConfig(**paste)))
-        return block.place(ink, torch.tensor([[seed]]), mask, src, angle, none)
+        return block.place(ink, torch.tensor([[seed]]), cutouts, src, angle, none)
 
     one_line = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
     one_line[..., 20] = True  # a vertical stroke at x = 20
@@ -303,7 +304,7 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     assert int(place(grid, [25, 20], reach=0.1, min_scale=1.0)[2]) == NO_ROOM
     block = SegmentPaste(ShaderConfig(paste=PasteConfig(max_pastes=2)))
     full = torch.tensor([[3, 5]])  # two components pasted already
-    outcome = block.place(one_line, torch.tensor([[[30, 20]]]), mask, src, angle, full)[2]
+    outcome = block.place(one_line, torch.tensor([[[30, 20]]]), cutouts, src, angle, full)[2]
     assert int(outcome) == OVER_BUDGET
 
 
