@@ -43,7 +43,7 @@ class PairContext:
     target: Tensor  # (B, 3, H, W) the original target, full resolution
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
     sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
-    ink: str = "auto"  # paste.ink: which side of the background is ink
+    target_ink: Tensor | None = None  # (B, 1, H, W) bool: the target's ink; 'c' blocks only
 
     @cached_property
     def retrieved(self) -> Tensor:
@@ -83,12 +83,6 @@ class PairContext:
     def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
         """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
         return [segments.component_boxes(labels) for labels in self.sample_labels]
-
-    @cached_property
-    def target_ink(self) -> Tensor:
-        """The original target's ink (B, 1, H, W) bool, once a pass: what pastes keep clear
-        of (what earlier pastes add is their `covered`)."""
-        return shading.ink_mask(self.target, ink=self.ink)[:, None]
 
 
 @dataclass(frozen=True)
@@ -259,7 +253,7 @@ class SegmentPaste(nn.Module):
         outcome = torch.where(valid & (picked == 0), NOTHING_LEFT, outcome)
         placed = outcome == PLACED  # (B, S)
         cutouts = [[c if ok else None for c, ok in zip(*rows)] for rows in zip(cutouts, placed)]
-        warped, colour, alpha = self.composite(h, seeds, cutouts, src, dest, angle, scale, ctx)
+        warped, out, alpha = self.composite(h, seeds, cutouts, src, dest, angle, scale, ctx)
         used = seeds if used is None else torch.cat([used, seeds], 1)
         record = BlockOutput(
             "c",
@@ -278,7 +272,7 @@ class SegmentPaste(nn.Module):
             pasted=torch.cat([before, torch.where(placed, picked, torch.zeros_like(picked))], 1),
             covered=alpha if covered is None else torch.maximum(covered, alpha),
         )
-        return shading.blend(h, colour.clamp(0, 1), alpha), record
+        return out, record
 
     def seeds(self, act: Tensor, used: Tensor | None, shape: tuple[int, int]) -> Tensor:
         """Non-maximum-suppressed peaks of the activation (B, h, w) at the working
@@ -413,9 +407,10 @@ class SegmentPaste(nn.Module):
         return canvas[r : r + shape[0], r : r + shape[1]]
 
     def composite(self, h, seeds, cutouts, src, dest, angle, scale, ctx: PairContext):
-        """Warp each matted component into place and merge them, each paste computed only in
-        its own box (memory follows the pastes, not the image): the placed alphas
-        (B, S, H, W) float16, the pasted colour (B, 3, H, W) and its alpha (B, 1, H, W)."""
+        """Warp each matted component into place and blend them over h, each paste computed
+        only in its own box and the blend only in their union (time and memory follow the
+        pastes, not the image): the placed alphas (B, S, H, W) float16, the new stream
+        (B, 3, H, W) and the pasted alpha (B, 1, H, W)."""
         b, s = seeds.shape[:2]
         height, width = h.shape[-2:]
         radius = self.paste.radius * max(height, width)
@@ -423,6 +418,7 @@ class SegmentPaste(nn.Module):
         placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
         premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
         alpha = torch.zeros_like(h[:, :1])
+        union = [height, 0, width, 0]  # top, bottom, left, right of every paste's box
         for i, j in [(i, j) for i in range(b) for j in range(s) if cutouts[i][j] is not None]:
             cut = cutouts[i][j]
             crop = ctx.sample[i : i + 1, :, cut.box[0], cut.box[1]]
@@ -456,7 +452,15 @@ class SegmentPaste(nn.Module):
             premult[box] += gate * warped[:3]
             weight[box] += gate * warped[3]
             placed[i, j, top:bottom, left:right] = warped[3].half()
-        return placed, premult / weight.clamp_min(1e-6), alpha
+            union = [min(union[0], top), max(union[1], bottom)] + [
+                min(union[2], left),
+                max(union[3], right),
+            ]
+        out = h.clone()
+        region = (slice(None), slice(None), slice(*union[:2]), slice(*union[2:]))
+        colour = premult[region] / weight[region].clamp_min(1e-6)
+        out[region] = shading.blend(h[region], colour.clamp(0, 1), alpha[region])
+        return placed, out, alpha
 
 
 @dataclass(frozen=True)

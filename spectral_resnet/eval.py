@@ -120,7 +120,7 @@ def shader_picker(shader: SpectralShader) -> Picker:
 def component_seeds(target, sample, flow, valid, count: int = 64, seed: int = 0):
     """The sample's ink components (Hs, Ws), and up to `count` target ink pixels (n, 2) (y, x)
     whose true match lies on one, with that component (n,)."""
-    labels = ink_components(sample[None])[0]
+    labels = ink_components(ink_mask(sample[None]))[0]
     truth = lookup(labels, flow)  # (H, W)
     points = torch.nonzero(valid & ink_mask(target[None])[0] & (truth > 0))
     keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:count]

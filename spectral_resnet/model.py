@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -98,6 +99,26 @@ def working_spectrum(config: ShaderConfig, image: Tensor) -> Spectrum:
     return config.spectrum.compute(small.detach())
 
 
+class InkMemo:
+    """Ink masks of the last few images: a pair shaded both ways needs each image's ink twice
+    (as target, as sample), and at phone size a mask costs a second. An entry holds its
+    image, so no other tensor can take its memory (and its key) while it is kept; an
+    in-place change bumps the tensor's version, so it misses."""
+
+    def __init__(self, size: int = 4):
+        self.size, self.entries = size, OrderedDict()
+
+    def __call__(self, image: Tensor, ink: str) -> Tensor:
+        """`shading.ink_mask(image, ink)`, (B, H, W) bool."""
+        key = (image.data_ptr(), image.shape, image.stride(), image.dtype, image.device)
+        key += (image._version, ink)
+        if key not in self.entries:
+            self.entries[key] = (image, shading.ink_mask(image, ink=ink))
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return self.entries[key][1]
+
+
 class SpectralShader(nn.Module):
     """Copies structure from a sample onto a target through a stack of spectral residual blocks.
 
@@ -133,6 +154,7 @@ class SpectralShader(nn.Module):
             )
             self.self_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear")
         self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)
+        self.ink = InkMemo()
 
     # ------------------------------------------------------------------ spectra and context
 
@@ -188,14 +210,16 @@ class SpectralShader(nn.Module):
             target=target,
             sample=sample,
             sample_labels=self.sample_components(sample) if "c" in self.pattern else None,
-            ink=self.config.paste.ink,
+            target_ink=self.ink(target, self.config.paste.ink)[:, None]
+            if "c" in self.pattern
+            else None,
         )
 
     def sample_components(self, sample: Tensor) -> Tensor:
         """Ink components of each sample (B, H_s, W_s), specks annihilated: one component =
         one shape = one paste."""
         paste = self.config.paste
-        return shading.ink_components(sample, ink=paste.ink, min_area=paste.min_area)
+        return shading.ink_components(self.ink(sample, paste.ink), min_area=paste.min_area)
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:

@@ -99,12 +99,10 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     return (near > strong) & (dist > 0.47 * near) & (dist > floor)  # half coverage, less rounding
 
 
-def ink_components(image: Tensor, ink: str = "auto", min_area: int = 12) -> Tensor:
-    """The shapes of each image (B, 3, H, W): 8-connected pieces of its ink mask, pieces
+def ink_components(ink: Tensor, min_area: int = 12) -> Tensor:
+    """The shapes of ink masks (B, H, W) (`ink_mask`'s): their 8-connected pieces, pieces
     under `min_area` pixels dropped; (B, H, W) labels, 0 = no ink."""
-    return torch.stack(
-        [annihilate_fuzz(components(m), min_area=min_area) for m in ink_mask(image, ink=ink)]
-    )
+    return torch.stack([annihilate_fuzz(components(m), min_area=min_area) for m in ink])
 
 
 def thicken(image: Tensor, strokes: Tensor, time: float, level: float = 0.3) -> Tensor:
