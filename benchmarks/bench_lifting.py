@@ -50,7 +50,7 @@ def spectrum_rows(photos: list[str]) -> list[tuple]:
     for name in photos:
         photo = Image.open(data_dir() / PHOTOS[name][0]).convert("RGB")
         photo = photo.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
-        image = torch.from_numpy(np.asarray(photo)).permute(2, 0, 1) / 255.0
+        image = torch.from_numpy(np.array(photo)).permute(2, 0, 1) / 255.0
         start = time.perf_counter()
         full = compute_spectrum(image, k=K, cache=False)
         rows.append((name, "full solve", time.perf_counter() - start, 0.0, full))

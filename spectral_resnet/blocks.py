@@ -241,10 +241,8 @@ class SegmentPaste(nn.Module):
         cutouts = [
             [cut_out(ctx, i, int(label)) if ok else None for label, ok in zip(row, ok_row)]
             for i, (row, ok_row) in enumerate(zip(picked, valid & (picked > 0)))
-        ]  # [B][S] each seed's component in its box, None for none
-        src = torch.tensor(
-            [[[0.0, 0.0] if c is None else c.centroid.tolist() for c in row] for row in cutouts]
-        ).reshape(*picked.shape, 2)  # (B, S, 2) sample (y, x)
+        ]  # [B][S] each seed's component in its own box; None: no component
+        src = centroids(cutouts)  # (B, S, 2) sample (y, x)
         angle = self.angles(ctx.target_ink, seeds, cutouts)  # (B, S)
         covered = passed_on(prev).get("covered")
         dest, scale, outcome = self.place(
@@ -327,11 +325,14 @@ class SegmentPaste(nn.Module):
         """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
         (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
 
+        ink (B, 1, H, W) bool: the target's; cutouts [B][S]: each seed's component (None:
+        nothing to place); src (B, S, 2) their centroids; angle (B, S); pasted (B, P): labels
+        pasted by earlier blocks, which count against paste.max_pastes.
+
         A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
         footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
         and nothing of an earlier paste (grown likewise; earlier blocks' are `covered`
-        (B, 1, H, W)); `pasted` (B, P) counts against paste.max_pastes; failing that it is tried smaller, down to `min_scale`, then
-        skipped. Seeds go strongest first, each paste occupying its spot for the next: that
+        (B, 1, H, W)); failing that it is tried smaller, down to `min_scale`, then skipped. Seeds go strongest first, each paste occupying its spot for the next: that
         order is the one sequential part, a loop over at most `seeds` slots.
         """
         b, s = seeds.shape[:2]
@@ -484,6 +485,12 @@ class Cutout:
     def extent(self) -> float:
         """Farthest component pixel from the centroid, in sample pixels."""
         return float(segments.mask_extent(self.mask, self.centroid - self.corner))
+
+
+def centroids(cutouts: list[list[Cutout | None]]) -> Tensor:
+    """Sample (y, x) of each cutout's centroid, (B, S, 2); (0, 0) where there is none."""
+    rows = [[[0.0, 0.0] if c is None else c.centroid.tolist() for c in row] for row in cutouts]
+    return torch.tensor(rows).reshape(len(cutouts), -1, 2)
 
 
 def cut_out(ctx: PairContext, i: int, label: int, margin: int = 2) -> Cutout:
