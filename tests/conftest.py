@@ -1,5 +1,11 @@
 """Shared fixtures: small deterministic images, and a private spectrum cache per test session."""
 
+import os
+import select
+import signal
+import subprocess
+import time
+
 import pytest
 import torch
 
@@ -41,3 +47,26 @@ def tone():
 @pytest.fixture
 def photo():
     return scene((32, 40), seed=2)
+
+
+@pytest.fixture
+def interrupt():
+    """Run a command, send SIGINT once `marker` shows in its output (so the program, not the
+    interpreter's start-up, gets it), drain the rest: (exit code, all output). The output is
+    read all along, so a chatty program never blocks on a full pipe."""
+
+    def run(cmd: list[str], marker: bytes, env: dict, timeout: float = 300.0):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        seen, deadline = b"", time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        assert marker in seen, seen.decode(errors="replace")[-3000:]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, (seen + rest).decode(errors="replace")
+
+    return run

@@ -312,36 +312,20 @@ def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path):
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt):
     """SIGINT while shading (the progress bar is up: Python, torch and Hydra are loaded):
     exit 130, one line of ours, no traceback, no output dir."""
-    import select
-    import signal
-    import time
-
     for name in ("t", "s"):
         small_png(tmp_path / f"{name}.png", size=(512, 512))
     out = tmp_path / "out"
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))  # cold: slow enough
-    proc = subprocess.Popen(
+    code, text = interrupt(
         [sys.executable, str(ROOT / "infer.py"), f"target={tmp_path / 't.png'}"]
         + [f"sample={tmp_path / 's.png'}", f"output_dir={out}", "progress=true"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
+        b"block",
+        env,
     )
-    seen, deadline = b"", time.monotonic() + 300
-    while b"block" not in seen and time.monotonic() < deadline:  # the bar: shading began
-        if select.select([proc.stderr], [], [], 1.0)[0]:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-    assert b"block" in seen, seen.decode(errors="replace")
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 130
-    text = (seen + rest).decode(errors="replace")
+    assert code == 130, text
     ours = [line for line in text.replace("\r", "\n").splitlines() if "infer.py:" in line]
     assert ours == ["infer.py: interrupted; nothing more was written"], text
     assert "Traceback" not in text and not out.exists()

@@ -409,3 +409,18 @@ def test_everyday_trainer_knobs_compose_without_plus(tmp_path):
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     assert trainer.max_steps == 20 and trainer.limit_train_batches == 2
     assert trainer.accumulate_grad_batches == 2 and trainer.gradient_clip_val == 1.0
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path, interrupt):
+    """SIGINT once the first epoch's progress bar is up: Lightning's interrupt surfaces as
+    one line of ours and exit 130, no traceback."""
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    args = [*TINY, "data.train_pairs=64", "trainer.max_epochs=100", f"output_dir={tmp_path}"]
+    code, text = interrupt([sys.executable, str(ROOT / "train.py"), *args], b"Epoch 0", env)
+    assert code == 130, text
+    assert "Traceback" not in text, text
+    assert [line for line in text.splitlines() if line.startswith("train.py:")] == [
+        f"train.py: interrupted; checkpoints so far are in {tmp_path} "
+        "(resume with ckpt_path=.../last.ckpt)"
+    ], text
