@@ -266,9 +266,11 @@ def shade(shader, target, sample, t_path: Path, s_path: Path, device, progress: 
     memory; returns (file name -> image, the run's run.json entry)."""
     name = f"{t_path.stem}_{s_path.stem}"
     bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
-    with torch.no_grad():
-        out = shader(target.to(device), sample.to(device), progress=lambda _: bar.update(1))
-    bar.close()
+    try:  # closed on Ctrl-C too, so the message after it starts a line of its own
+        with torch.no_grad():
+            out = shader(target.to(device), sample.to(device), progress=lambda _: bar.update(1))
+    finally:
+        bar.close()
     pictures = render(name, target.cpu(), sample.cpu(), out, shader.pattern)
     entry = {
         "target": str(t_path),

@@ -57,16 +57,21 @@ def interrupt():
 
     def run(cmd: list[str], marker: bytes, env: dict, timeout: float = 300.0):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        seen, deadline = b"", time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 1.0)[0]:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                seen += chunk
-        assert marker in seen, seen.decode(errors="replace")[-3000:]
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, (seen + rest).decode(errors="replace")
+        try:
+            seen, deadline = b"", time.monotonic() + timeout
+            while marker not in seen and time.monotonic() < deadline:
+                if select.select([proc.stdout], [], [], 1.0)[0]:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    seen += chunk
+            assert marker in seen, seen.decode(errors="replace")[-3000:]
+            proc.send_signal(signal.SIGINT)
+            rest, _ = proc.communicate(timeout=timeout)
+            return proc.returncode, (seen + rest).decode(errors="replace")
+        finally:
+            if proc.poll() is None:  # a failed test leaves nothing running
+                proc.kill()
+                proc.wait()
 
     return run

@@ -413,11 +413,13 @@ def test_everyday_trainer_knobs_compose_without_plus(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path, interrupt):
-    """SIGINT once the first epoch's progress bar is up: Lightning's interrupt surfaces as
-    one line of ours and exit 130, no traceback."""
+    """SIGINT once fit has begun (Lightning has printed the model summary): its interrupt
+    surfaces as one line of ours and exit 130, no traceback."""
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
-    args = [*TINY, "data.train_pairs=64", "trainer.max_epochs=100", f"output_dir={tmp_path}"]
-    code, text = interrupt([sys.executable, str(ROOT / "train.py"), *args], b"Epoch 0", env)
+    args = [*TINY, "trainer.enable_model_summary=true", "data.train_pairs=64"]
+    args += ["trainer.max_epochs=100", f"output_dir={tmp_path}"]
+    cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    code, text = interrupt(cmd, b"Total params", env)
     assert code == 130, text
     assert "Traceback" not in text, text
     assert [line for line in text.splitlines() if line.startswith("train.py:")] == [
