@@ -67,6 +67,25 @@ def otsu_threshold(values: Tensor, bins: int = 128) -> Tensor:
     return centres[between.argmax(1)] + 0.5 / (bins - 1)
 
 
+def max_filter(values: Tensor, radius: int) -> Tensor:
+    """Max over the (2 radius + 1)^2 window around each pixel of non-negative (..., H, W)
+    values, the window cut at the border: shifted maxima, rows then columns (8 cheap passes
+    for radius 2, where max_pool2d took 0.6 s on a 12 Mpx photo)."""
+    out = values
+    for dim in (-2, -1):
+        src, out = out, out.clone()
+        n = src.shape[dim]
+        for shift in range(1, radius + 1):
+            if shift >= n:
+                break
+            ahead, behind = src.narrow(dim, shift, n - shift), src.narrow(dim, 0, n - shift)
+            out.narrow(dim, 0, n - shift).copy_(torch.maximum(out.narrow(dim, 0, n - shift), ahead))
+            out.narrow(dim, shift, n - shift).copy_(
+                torch.maximum(out.narrow(dim, shift, n - shift), behind)
+            )
+    return out
+
+
 def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     """The foreground a person would call the drawing's ink: (B, H, W) bool.
 
@@ -93,8 +112,7 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     else:
         side = {"dark": darker, "light": ~darker, "any": torch.ones_like(darker)}[ink]
     dist = dist * side  # (B, H, W) the wrong side counts as background
-    near = F.max_pool2d(dist[:, None], (5, 1), 1, (2, 0))  # the strongest ink nearby:
-    near = F.max_pool2d(near, (1, 5), 1, (0, 2))[:, 0]  # a 5 x 5 max, separably
+    near = max_filter(dist, 2)  # the strongest ink nearby
     strong = otsu_threshold(dist.flatten(1))[:, None, None].clamp_min(floor)
     return (near > strong) & (dist > 0.47 * near) & (dist > floor)  # half coverage, less rounding
 

@@ -56,3 +56,17 @@ def test_a_flat_or_noisy_image_has_no_ink():
     flat = torch.full((1, 3, 32, 32), 0.6)
     noisy = flat + 0.02 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert not ink_mask(flat).any() and not ink_mask(noisy).any()
+
+
+def test_max_filter_equals_max_pooling():
+    """The ink mask's shifted-maxima filter is exactly a padded max pool, borders and thin
+    images included."""
+    import torch.nn.functional as F
+
+    from spectral_resnet.shading import max_filter
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1, 7, 9), (2, 1, 1), (1, 3, 30), (1, 40, 2)]:
+        x = torch.rand(*shape, generator=g)
+        for r in (1, 2, 3):
+            assert torch.equal(max_filter(x, r), F.max_pool2d(x[:, None], 2 * r + 1, 1, r)[:, 0])
