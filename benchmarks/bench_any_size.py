@@ -4,6 +4,7 @@ a ratio of the 512² run measured in the same process.
 
     python benchmarks/bench_any_size.py              # all sizes (about 5 min on 2 cores)
     python benchmarks/bench_any_size.py --sizes 512 1024
+    python benchmarks/bench_any_size.py --sizes 4000x3000 --repeat 3   # medians of 3 rounds
 
 The photos are scikit-image's coffee (target) and chelsea (sample), resized with Pillow's
 bicubic filter (JPEG, as a phone writes), so every size has real-photo statistics.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,10 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each cell is the median")
     args = parser.parse_args()
     from spectral_resnet.data.real import PHOTOS, data_dir
 
-    rows = []
+    rows, samples, runs = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp / "cache"))
@@ -61,20 +64,26 @@ def main() -> None:
                 path = tmp / f"{role}_{name}.jpg"
                 img.resize((w, h), Image.Resampling.BICUBIC).save(path, quality=92)
                 files.append(path)
-            out = tmp / f"out_{name}"
-            wall, rss = run(
-                [
-                    f"target={files[0]}",
-                    f"sample={files[1]}",
-                    f"output_dir={out}",
-                    f"threads={args.threads}",
-                    "progress=false",
-                ],
-                env,
-            )
-            report = json.loads((out / "run.json").read_text())
-            blocks = sum(r["timings_s"]["blocks"] for r in report["runs"])
-            rows.append((name, w * h, wall, rss, blocks))
+            samples.append((name, w * h, files))
+        for round_ in range(args.repeat):  # sizes interleaved, so drift hits them alike
+            for name, _, files in samples:
+                out = tmp / f"out_{name}_{round_}"
+                wall, rss = run(
+                    [
+                        f"target={files[0]}",
+                        f"sample={files[1]}",
+                        f"output_dir={out}",
+                        f"threads={args.threads}",
+                        "progress=false",
+                    ],
+                    dict(env, SPECTRAL_RESNET_CACHE=str(tmp / f"cache{round_}")),
+                )
+                report = json.loads((out / "run.json").read_text())
+                blocks = sum(r["timings_s"]["blocks"] for r in report["runs"])
+                runs.setdefault(name, []).append((wall, rss, blocks))
+    for name, pixels, _ in samples:
+        wall, rss, blocks = (statistics.median(column) for column in zip(*runs[name]))
+        rows.append((name, pixels, wall, rss, blocks))
     ref_wall, ref_rss = rows[0][2], rows[0][3]
     print("| pair (both directions) | pixels | wall s | x 512² | peak RSS GB | x 512² | blocks s |")
     print("|---|---|---|---|---|---|---|")
