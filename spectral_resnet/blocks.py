@@ -332,8 +332,9 @@ class SegmentPaste(nn.Module):
         A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
         footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
         and nothing of an earlier paste (grown likewise; earlier blocks' are `covered`
-        (B, 1, H, W)); failing that it is tried smaller, down to `min_scale`, then skipped. Seeds go strongest first, each paste occupying its spot for the next: that
-        order is the one sequential part, a loop over at most `seeds` slots.
+        (B, 1, H, W)); failing that it is tried smaller, down to `min_scale`, then skipped.
+        Seeds go strongest first, each paste occupying its spot for the next: that order is
+        the one sequential part, a loop over at most `seeds` slots.
         """
         b, s = seeds.shape[:2]
         height, width = ink.shape[-2:]
@@ -419,7 +420,7 @@ class SegmentPaste(nn.Module):
         placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
         premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
         alpha = torch.zeros_like(h[:, :1])
-        union = [height, 0, width, 0]  # top, bottom, left, right of every paste's box
+        y0, y1, x0, x1 = height, 0, width, 0  # the union of every paste's box
         for i, j in [(i, j) for i in range(b) for j in range(s) if cutouts[i][j] is not None]:
             cut = cutouts[i][j]
             crop = ctx.sample[i : i + 1, :, cut.box[0], cut.box[1]]
@@ -453,12 +454,9 @@ class SegmentPaste(nn.Module):
             premult[box] += gate * warped[:3]
             weight[box] += gate * warped[3]
             placed[i, j, top:bottom, left:right] = warped[3].half()
-            union = [min(union[0], top), max(union[1], bottom)] + [
-                min(union[2], left),
-                max(union[3], right),
-            ]
+            y0, y1, x0, x1 = min(y0, top), max(y1, bottom), min(x0, left), max(x1, right)
         out = h.clone()
-        region = (slice(None), slice(None), slice(*union[:2]), slice(*union[2:]))
+        region = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         colour = premult[region] / weight[region].clamp_min(1e-6)
         out[region] = shading.blend(h[region], colour.clamp(0, 1), alpha[region])
         return placed, out, alpha

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spectral_resnet.segments import annihilate_fuzz, background_colour, components
+from spectral_resnet.segments import annihilate_fuzz, background_colour, components, max_filter
 from spectral_resnet.spectral.graph import to_grey
 
 
@@ -65,25 +65,6 @@ def otsu_threshold(values: Tensor, bins: int = 128) -> Tensor:
     w0, m0 = p.cumsum(1), (p * centres).cumsum(1)  # weight and mass of the class below
     between = (m0[:, -1:] * w0 - m0) ** 2 / (w0 * (1 - w0)).clamp_min(1e-12)
     return centres[between.argmax(1)] + 0.5 / (bins - 1)
-
-
-def max_filter(values: Tensor, radius: int) -> Tensor:
-    """Max over the (2 radius + 1)^2 window around each pixel of non-negative (..., H, W)
-    values, the window cut at the border: shifted maxima, rows then columns (8 cheap passes
-    for radius 2, where max_pool2d took 0.6 s on a 12 Mpx photo)."""
-    out = values
-    for dim in (-2, -1):
-        src, out = out, out.clone()
-        n = src.shape[dim]
-        for shift in range(1, radius + 1):
-            if shift >= n:
-                break
-            ahead, behind = src.narrow(dim, shift, n - shift), src.narrow(dim, 0, n - shift)
-            out.narrow(dim, 0, n - shift).copy_(torch.maximum(out.narrow(dim, 0, n - shift), ahead))
-            out.narrow(dim, shift, n - shift).copy_(
-                torch.maximum(out.narrow(dim, shift, n - shift), behind)
-            )
-    return out
 
 
 def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:

@@ -63,7 +63,7 @@ def test_max_filter_equals_max_pooling():
     images included."""
     import torch.nn.functional as F
 
-    from spectral_resnet.shading import max_filter
+    from spectral_resnet.segments import max_filter
 
     g = torch.Generator().manual_seed(0)
     for shape in [(1, 7, 9), (2, 1, 1), (1, 3, 30), (1, 40, 2)]:
