@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; each cell is the median")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     from spectral_resnet.data.real import PHOTOS, data_dir
 
     rows, samples, runs = [], [], {}

@@ -91,6 +91,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1, got {args.pairs}")
+    unknown = sorted(set(args.photos) - set(PHOTOS))
+    if unknown:
+        parser.error(f"unknown photos {unknown}; choose from {sorted(PHOTOS)}")
     torch.set_num_threads(args.threads)
     print(f"Spectra of real photos at {SIZE}², k = {K}\n")
     print(
