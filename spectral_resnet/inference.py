@@ -173,7 +173,7 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
     pictures = {f"{prefix}.png": out.image[0]}
     for i, act in enumerate(out.activations):
         pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = viz.heatmap(act[0, 0])
-    masks = out.masks[0] if out.masks is not None else None
+    masks = [m for block in out.pastes for m in block.masks[0]]  # (H, W) each, seed order
     seeds = out.seeds[0] if out.seeds is not None else None
     pictures[f"{prefix}_seeds.png"] = viz.overlay(out.image[0], masks, seeds)
     pictures[f"{prefix}_sheet.png"] = viz.contact_sheet(

@@ -42,23 +42,25 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the fix."""
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) float32 in [0, 1]."""
+def _to_rgb(img: Image.Image) -> Tensor:
+    """Any PIL mode -> (3, H, W) float32 in [0, 1]."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         grey = np.clip(arr / scale, 0, 1).astype(np.float32)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return torch.from_numpy(grey).expand(3, -1, -1).contiguous()
     if img.mode == "F":
         grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return torch.from_numpy(grey).expand(3, -1, -1).contiguous()
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("LA", "RGBA", "PA"):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3:]
-        return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        rgb = rgba[..., :3] * alpha + (1.0 - alpha)  # over white
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    rgb = torch.from_numpy(np.array(img.convert("RGB")))  # (H, W, 3) uint8
+    return torch.empty(3, *rgb.shape[:2]).copy_(rgb.permute(2, 0, 1)).div_(255.0)  # one pass
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
@@ -85,7 +87,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "downscale it or raise max_pixels"
                     )
                 img.load()
-                arr = _to_rgb_array(ImageOps.exif_transpose(img))  # phone photos stand upright
+                image = _to_rgb(ImageOps.exif_transpose(img))  # phone photos stand upright
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -101,7 +103,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return image
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -109,11 +111,14 @@ def to_uint8(image: Tensor) -> np.ndarray:
     image = image.detach().float().cpu()
     if image.dim() == 4:
         image = image[0]
-    if image.dim() == 3:
-        image = image.permute(1, 2, 0)
-        if image.shape[-1] == 1:
-            image = image[..., 0]
-    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    if image.dim() == 3 and image.shape[0] == 1:
+        image = image[0]
+    scaled = torch.mul(image, 255).add_(0.5).clamp_(0.5, 255.5)  # = clamp(0, 1) * 255 + 0.5
+    if image.dim() == 2:
+        return scaled.to(torch.uint8).numpy()
+    out = torch.empty(*image.shape[1:], image.shape[0], dtype=torch.uint8)  # (H, W, C)
+    out.permute(2, 0, 1).copy_(scaled)  # cast and interleave the channels in one pass
+    return out.numpy()
 
 
 def save_image(image: Tensor | np.ndarray, path: str | os.PathLike) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -53,19 +54,18 @@ def heatmap(values: Tensor, side: int = HEATMAP_SIDE) -> Tensor:
     return rgb.permute(2, 0, 1)
 
 
-def overlay(image: Tensor, masks: Tensor | None, seeds: Tensor | None) -> Tensor:
-    """Target (3, H, W) with retrieved masks (S, H, W) tinted and seeds (S, 2) marked."""
+def overlay(image: Tensor, masks: Iterable[Tensor] | None, seeds: Tensor | None) -> Tensor:
+    """Target (3, H, W) with retrieved masks (H, W) each tinted and seeds (S, 2) marked, the
+    i-th mask and seed in the same colour."""
     out = image.detach().float().cpu().clone()
-    if masks is not None:
-        for i, m in enumerate(masks.detach().cpu()):
-            ys, xs = torch.nonzero(m > 0, as_tuple=True)
-            if len(ys) == 0:  # an unused seed slot
-                continue
-            box = (slice(None), slice(int(ys.min()), int(ys.max()) + 1))
-            box += (slice(int(xs.min()), int(xs.max()) + 1),)
-            colour = _MASK_COLOURS[i % len(_MASK_COLOURS)][:, None, None]
-            a = 0.6 * m[box[1:]].float().clamp(0, 1)[None]
-            out[box] = out[box] * (1 - a) + colour * a
+    for i, m in enumerate([] if masks is None else masks):
+        m = m.detach().cpu()
+        box = mask_box(m)
+        if box is None:  # an unused seed slot
+            continue
+        colour = _MASK_COLOURS[i % len(_MASK_COLOURS)][:, None, None]
+        a = 0.6 * m[box].float().clamp(0, 1)[None]
+        out[:, box[0], box[1]] = out[:, box[0], box[1]] * (1 - a) + colour * a
     pil = Image.fromarray(to_uint8(out))
     if seeds is not None:
         draw = ImageDraw.Draw(pil)
@@ -78,6 +78,17 @@ def overlay(image: Tensor, masks: Tensor | None, seeds: Tensor | None) -> Tensor
             draw.line([(x, y - r), (x, y + r)], fill=colour, width=1)
             draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 0, 0))
     return pil_to_tensor(pil)
+
+
+def mask_box(mask: Tensor) -> tuple[slice, slice] | None:
+    """The bounding box of a mask's positive pixels (H, W) as slices; None if it has none.
+    Row and column maxima, not a nonzero() list: a phone-sized mask costs two reductions."""
+    rows = torch.nonzero(mask.amax(1) > 0)[:, 0]
+    if len(rows) == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = torch.nonzero(mask[y0:y1].amax(0) > 0)[:, 0]
+    return slice(y0, y1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def contact_sheet(panels: list[tuple[str, Tensor]], height: int = 256) -> Tensor:
