@@ -80,6 +80,11 @@ class PairContext:
         return to_stream(self.evidence[..., None], self, tuple(self.target.shape[-2:]))
 
     @cached_property
+    def sample_background(self) -> Tensor:
+        """The sample's background colour (B, 3), the mattes' reference: once a pass."""
+        return segments.background_colour(self.sample)
+
+    @cached_property
     def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
         """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
         return [segments.component_boxes(labels) for labels in self.sample_labels]
@@ -416,7 +421,6 @@ class SegmentPaste(nn.Module):
         b, s = seeds.shape[:2]
         height, width = h.shape[-2:]
         radius = self.paste.radius * max(height, width)
-        background = segments.background_colour(ctx.sample)  # (B, 3)
         placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
         premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
         alpha = torch.zeros_like(h[:, :1])
@@ -426,7 +430,7 @@ class SegmentPaste(nn.Module):
             crop = ctx.sample[i : i + 1, :, cut.box[0], cut.box[1]]
             m = cut.mask[None, None]  # (1, 1, h_c, w_c)
             labels = ctx.sample_labels[i : i + 1, cut.box[0], cut.box[1]]
-            matte = segments.component_matte(crop, m, labels, background[i : i + 1])
+            matte = segments.component_matte(crop, m, labels, ctx.sample_background[i : i + 1])
             layers = torch.cat([crop * matte, matte], 1)  # premultiplied colour (3) + alpha
             corner = cut.corner
             r = math.ceil(cut.extent * float(scale[i, j])) + 3

@@ -1,7 +1,7 @@
 """What `python infer.py` does: load and validate everything, shade, render, then write.
 
 Nothing touches the output directory until every input has been read and every picture
-rendered in memory, and each file is written atomically, so bad input never leaves half
+rendered and encoded in memory, and each file is written atomically, so bad input never leaves half
 a result behind. Known failures become one line on stderr and exit code 2.
 """
 
@@ -12,12 +12,11 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from spectral_resnet import PRETRAINED, viz
 from spectral_resnet.batch import run_batch
 from spectral_resnet.config import ShaderConfig
-from spectral_resnet.io import ImageError, load_image, save_image, to_uint8
+from spectral_resnet.io import ImageError, encode_image, load_image, save_image, to_uint8
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -233,25 +232,30 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     if cfg.direction in ("reverse", "both"):
         pairs.append((sample_path, target_path))
 
-    pictures: dict[str, np.ndarray] = {}  # held until everything is rendered: as uint8
     report = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "model": shader.config.to_dict(),  # what ran: a checkpoint's architecture included
         "runs": [],
     }
-    for t_path, s_path in pairs:
-        images_t, images_s = images[t_path][None], images[s_path][None]
-        made, entry = shade(shader, images_t, images_s, t_path, s_path, device, cfg.progress)
-        pictures.update({file: to_uint8(image) for file, image in made.items()})  # 4x smaller
-        report["runs"].append(entry)
+    encoding: dict[str, Future] = {}  # file -> its bytes, encoded while the next direction runs
+    pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
+    try:
+        for t_path, s_path in pairs:
+            images_t, images_s = images[t_path][None], images[s_path][None]
+            made, entry = shade(shader, images_t, images_s, t_path, s_path, device, cfg.progress)
+            for file, image in made.items():
+                encoding[file] = pool.submit(encode_image, to_uint8(image), Path(file).suffix)
+            del made  # its float pictures, while the next direction runs
+            report["runs"].append(entry)
+        files = {file: job.result() for file, job in encoding.items()}
+    finally:
+        pool.shutdown(cancel_futures=True)  # Ctrl-C: no more encoding than is under way
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # PNG encoders release the GIL
-        saves = [pool.submit(save_image, image, out_dir / f) for f, image in pictures.items()]
-    written = [s.result() for s in saves if s.exception() is None]
+    written = []
     try:
-        for save in saves:
-            save.result()  # the first failure, if any, raised here
+        for file, data in files.items():
+            written.append(save_image(data, out_dir / file))
         report["seconds"] = round(time.perf_counter() - start, 3)
         written.append(write_json(report, out_dir / "run.json"))
     except OSError as err:

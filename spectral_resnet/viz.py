@@ -56,7 +56,8 @@ def heatmap(values: Tensor, side: int = HEATMAP_SIDE) -> Tensor:
 
 def overlay(image: Tensor, masks: Iterable[Tensor] | None, seeds: Tensor | None) -> Tensor:
     """Target (3, H, W) with retrieved masks (H, W) each tinted and seeds (S, 2) marked, the
-    i-th mask and seed in the same colour."""
+    i-th mask and seed in the same colour: (3, H, W) uint8, as drawn (no float copy of a
+    phone-sized picture)."""
     out = image.detach().float().cpu().clone()
     for i, m in enumerate([] if masks is None else masks):
         m = m.detach().cpu()
@@ -77,7 +78,7 @@ def overlay(image: Tensor, masks: Iterable[Tensor] | None, seeds: Tensor | None)
             draw.line([(x - r, y), (x + r, y)], fill=colour, width=1)
             draw.line([(x, y - r), (x, y + r)], fill=colour, width=1)
             draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 0, 0))
-    return pil_to_tensor(pil)
+    return torch.from_numpy(np.array(pil)).permute(2, 0, 1)
 
 
 def mask_box(mask: Tensor) -> tuple[slice, slice] | None:
@@ -93,10 +94,12 @@ def mask_box(mask: Tensor) -> tuple[slice, slice] | None:
 
 def contact_sheet(panels: list[tuple[str, Tensor]], height: int = 256) -> Tensor:
     """Label + image panels side by side, each fitted into a `height` x 2 `height` box (aspect
-    kept, so a 2000 x 1 strip stays small): (3, H', W')."""
+    kept, so a 2000 x 1 strip stays small): (3, H', W'). Panels are float in [0, 1] or uint8
+    pictures, or (H, W) values drawn as heatmaps."""
     tiles = []
     for title, img in panels:
-        img = img.detach().float().cpu()
+        img = img.detach().cpu()
+        img = img.float() / 255 if img.dtype == torch.uint8 else img.float()
         if img.dim() == 2:
             img = heatmap(img)
         h, w = img.shape[-2:]
