@@ -304,8 +304,6 @@ class SegmentPaste(nn.Module):
         sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
         sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
         rows = ctx.cross.rows(sy * ww + sx).unflatten(-1, ctx.sample_shape)  # (B, S, h_s, w_s)
-        if tuple(ctx.sample_shape) != tuple(ctx.sample.shape[-2:]):
-            rows = F.interpolate(rows, size=ctx.sample.shape[-2:], mode="nearest")
         score = segments.component_scores(rows.float(), ctx.sample_labels)  # (B, S, N)
         done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
         score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already

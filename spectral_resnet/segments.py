@@ -46,19 +46,33 @@ def annihilate_fuzz(labels: Tensor, min_area: int = 8) -> Tensor:
 
 
 def component_scores(rows: Tensor, labels: Tensor) -> Tensor:
-    """How much each seed's attention row (B, S, H, W) favours each component of labels
-    (B, H, W): the row's mean over the component, (B, S, N + 1); -inf for the background
-    (label 0) and for labels with no pixels. Mean, not sum, so a big shape does not win by
-    size alone."""
-    b, s = rows.shape[:2]
+    """How much each seed's attention row (B, S, h, w) favours each component of labels
+    (B, H, W): the row's mean over the component, (B, S, N + 1), the row read
+    nearest-neighbour at the labels' resolution; -inf for the background (label 0) and for
+    labels with no pixels. Mean, not sum, so a big shape does not win by size alone. Only
+    ink pixels are read, each through its row cell: a phone-sized sample costs its ink, not
+    an upsampled copy of every row."""
+    b, s, h, w = rows.shape
     count = int(labels.max()) + 1
-    flat = labels.flatten(1)[:, None].expand(-1, s, -1)  # (B, S, n)
-    mass = rows.new_zeros(b, s, count).scatter_add_(2, flat, rows.flatten(2))
-    area = torch.stack([torch.bincount(x.flatten(), minlength=count) for x in labels])
-    area = area[:, None].to(rows.dtype)  # (B, 1, N + 1)
-    score = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
+    ys, xs = nearest_index(h, labels.shape[-2]), nearest_index(w, labels.shape[-1])
+    score = rows.new_full((b, s, count), -torch.inf)
+    for i in range(b):
+        y, x = torch.nonzero(labels[i], as_tuple=True)  # ink pixels, in raster order
+        label = labels[i, y, x]
+        mass = rows.new_zeros(s, count).index_add_(
+            1, label, rows[i].flatten(1)[:, ys[y] * w + xs[x]]
+        )
+        area = torch.bincount(label, minlength=count).to(rows.dtype)
+        score[i] = (mass / area.clamp_min(1)).masked_fill(area == 0, -torch.inf)
     score[..., 0] = -torch.inf
     return score
+
+
+def nearest_index(size: int, out: int) -> Tensor:
+    """Which of `size` cells nearest-neighbour resampling to `out` reads for each output,
+    (out,) long: F.interpolate's own rule, so a gather through it equals its resampling."""
+    grid = torch.arange(size, dtype=torch.float32)[None, None]  # exact below 2^24 cells
+    return F.interpolate(grid, size=out, mode="nearest")[0, 0].long()
 
 
 def component_masks(labels: Tensor, picked: Tensor) -> Tensor:

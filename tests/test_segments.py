@@ -12,10 +12,12 @@ from spectral_resnet.segments import (
     annihilate_fuzz,
     component_areas,
     component_matte,
+    component_scores,
     components,
     flood_fill,
     mask_centroid,
     mask_orientation,
+    nearest_index,
     rigid_warp,
     select_seeds,
 )
@@ -334,3 +336,26 @@ def test_unique_assignment_gives_each_seed_a_different_component_strongest_first
     inf = float("inf")
     score = torch.tensor([[[-inf, 0.9, 0.5, 0.1], [-inf, 0.8, 0.7, -inf], [-inf, 0.9, -inf, -inf]]])
     assert unique_assignment(score).tolist() == [[1, 2, 0]]  # the third seed has none left
+
+
+@pytest.mark.parametrize("shape", [(12, 17), (40, 33), (64, 51)])
+def test_component_scores_read_low_resolution_rows_as_their_nearest_upsampling(shape):
+    g = torch.Generator().manual_seed(shape[0])
+    labels = torch.randint(0, 6, (2, *shape), generator=g)  # every pixel some component
+    labels[0, labels[0] == 4] = 0  # label 4 absent from the first image
+    rows = torch.rand(2, 3, 12, 17, generator=g)
+    dense = torch.nn.functional.interpolate(rows, size=shape, mode="nearest")
+    area = torch.stack([torch.bincount(x.flatten(), minlength=6) for x in labels])
+    mass = torch.stack(
+        [torch.stack([dense[i, :, labels[i] == c].sum(-1) for c in range(6)], -1) for i in range(2)]
+    )  # (B, S, 6) the sum of each row over each component, by masks
+    expected = (mass / area[:, None].clamp_min(1)).masked_fill(area[:, None] == 0, -math.inf)
+    expected[..., 0] = -math.inf
+    assert torch.allclose(component_scores(rows, labels), expected, atol=1e-6)
+    assert component_scores(rows, labels)[0, :, 4].eq(-math.inf).all()
+
+
+def test_nearest_index_is_the_resampling_of_f_interpolate():
+    rows = torch.rand(1, 1, 7, 10)
+    up = torch.nn.functional.interpolate(rows, size=(23, 31), mode="nearest")
+    assert torch.equal(rows[0, 0][nearest_index(7, 23)][:, nearest_index(10, 31)], up[0, 0])
