@@ -110,14 +110,21 @@ def quiet_worker(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def thumbnail(image: torch.Tensor, size: int = 160) -> torch.Tensor:
+    """(3, H, W) area-resampled to fit a size x size tile: what the grid keeps of each output,
+    so a batch of phone photos holds a few kB a run, not a full-size copy each."""
+    s = size / max(image.shape[-2:])
+    h, w = max(1, round(image.shape[-2] * s)), max(1, round(image.shape[-1] * s))
+    return F.interpolate(image[None].float(), size=(h, w), mode="area")[0]
+
+
 def grid(thumbs: list[torch.Tensor], size: int = 160, columns: int = 8) -> torch.Tensor:
     """Outputs (3, H, W) fitted into size x size tiles on white, `columns` a row."""
     rows = math.ceil(len(thumbs) / columns)
     sheet = torch.ones(3, rows * (size + 4), min(len(thumbs), columns) * (size + 4))
     for i, img in enumerate(thumbs):
-        s = size / max(img.shape[-2:])
-        h, w = max(1, round(img.shape[-2] * s)), max(1, round(img.shape[-1] * s))
-        tile = F.interpolate(img[None], size=(h, w), mode="area")[0]
+        tile = thumbnail(img, size)  # the same size again if it is a thumbnail already
+        h, w = tile.shape[-2:]
         y, x = (i // columns) * (size + 4), (i % columns) * (size + 4)
         sheet[:, y : y + h, x : x + w] = tile
     return sheet
@@ -159,7 +166,7 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path, shade, write_json)
             pictures, entry = shade(shader, target, sample, t_path, s_path, device)
             for file, image in pictures.items():
                 save_image(image, folder / file)
-            thumbs.append(pictures[entry["output"]])
+            thumbs.append(thumbnail(pictures[entry["output"]]))
             entries.append(entry)
             bar.update(1)
         write_json({"runs": entries}, folder / "run.json")

@@ -68,3 +68,14 @@ def test_grid_fits_every_output_in_its_tile():
     sheet = grid([torch.zeros(3, 10, 40), torch.zeros(3, 50, 5)], size=16, columns=1)
     assert tuple(sheet.shape) == (3, 40, 20)
     assert float(sheet[:, :4, :16].max()) == 0.0  # the wide one: 16 x 4
+
+
+def test_a_thumbnail_makes_the_same_grid_as_its_full_size_output():
+    import torch
+
+    from spectral_resnet.batch import thumbnail
+
+    outputs = [torch.rand(3, 300, 420), torch.rand(3, 90, 60)]
+    small = [thumbnail(o, size=40) for o in outputs]
+    assert [tuple(t.shape) for t in small] == [(3, 29, 40), (3, 40, 27)]
+    assert torch.equal(grid(small, size=40), grid(outputs, size=40))
