@@ -56,7 +56,15 @@ def interrupt():
     read all along, so a chatty program never blocks on a full pipe."""
 
     def run(cmd: list[str], marker: bytes, env: dict, timeout: float = 300.0):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # a runner started in the background (`nohup ... &`) ignores SIGINT, and a child
+            # would inherit that: Python then never raises KeyboardInterrupt
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             seen, deadline = b"", time.monotonic() + timeout
             while marker not in seen and time.monotonic() < deadline:

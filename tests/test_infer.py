@@ -313,8 +313,9 @@ def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt):
-    """SIGINT while shading (the progress bar is up: Python, torch and Hydra are loaded):
-    exit 130, one line of ours, no traceback, no output dir."""
+    """SIGINT while shading (the first block is done: Python, torch and Hydra are loaded, and
+    the bar is not still being drawn): exit 130, one line of ours, no traceback, no output
+    dir."""
     for name in ("t", "s"):
         small_png(tmp_path / f"{name}.png", size=(512, 512))
     out = tmp_path / "out"
@@ -322,7 +323,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt):
     code, text = interrupt(
         [sys.executable, str(ROOT / "infer.py"), f"target={tmp_path / 't.png'}"]
         + [f"sample={tmp_path / 's.png'}", f"output_dir={out}", "progress=true"],
-        b"block",
+        b"1/4",
         env,
     )
     assert code == 130, text
