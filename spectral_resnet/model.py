@@ -54,6 +54,12 @@ class ShaderOutput:
         """Every paste block's seeds (B, S_total, 2) (y, x), -1 unused; None without pastes."""
         return torch.cat([b.seeds for b in self.pastes], 1) if self.pastes else None
 
+    @property
+    def masks(self) -> Tensor | None:
+        """Every paste block's placed component masks (B, S_total, H, W); None without pastes.
+        A copy: full-size pictures read `pastes[i].masks` block by block."""
+        return torch.cat([b.masks for b in self.pastes], 1) if self.pastes else None
+
 
 def work_shape(shape: tuple[int, int], work_size: int | None) -> tuple[int, int]:
     """(H, W) scaled so the long side is at most work_size (aspect kept)."""

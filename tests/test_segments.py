@@ -275,6 +275,8 @@ def test_state_flows_forward_as_named_fields(toof, tone):
     near = (second.seeds[0, :, None].float() - first.seeds[0, None].float()).norm(dim=-1)
     valid = (second.seeds[0, :, None, 0] >= 0) & (first.seeds[0, None, :, 0] >= 0)
     assert (near[valid] > round(0.08 * 48)).all()  # later seeds keep away from earlier ones
+    assert torch.equal(out.seeds, second.used_seeds)  # the run's views: paste blocks in order
+    assert torch.equal(out.masks, torch.cat([first.masks, second.masks], 1))
 
 
 def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
