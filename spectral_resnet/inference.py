@@ -1,8 +1,8 @@
 """What `python infer.py` does: load and validate everything, shade, render, then write.
 
 Nothing touches the output directory until every input has been read and every picture
-rendered and encoded in memory, and each file is written atomically, so bad input never leaves half
-a result behind. Known failures become one line on stderr and exit code 2.
+rendered and encoded in memory, and each file is written atomically, so bad input never
+leaves half a result behind. Known failures become one line on stderr and exit code 2.
 """
 
 from __future__ import annotations

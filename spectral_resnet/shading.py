@@ -82,12 +82,8 @@ def ink_mask(image: Tensor, ink: str = "auto", floor: float = 0.08) -> Tensor:
     if ink not in ("auto", "dark", "light", "any"):
         raise ValueError(f"ink must be 'auto', 'dark', 'light' or 'any', got {ink!r}")
     background = background_colour(image)[..., None, None]  # (B, 3, 1, 1)
-    square = (image - background).square_()  # (B, C, H, W)
-    dist = square[:, 0].clone()
-    for c in range(1, image.shape[1]):
-        dist += square[:, c]
-    dist = dist.div_(image.shape[1]).sqrt_()  # (B, H, W) RMS colour distance
-    del square
+    dist = (image - background).square_().sum(1)  # (B, H, W)
+    dist = dist.div_(image.shape[1]).sqrt_()  # RMS colour distance
     luma = to_grey(image)[:, 0]  # (B, H, W)
     darker = luma < to_grey(background)[:, 0]  # (B, 1, 1) broadcast
     if ink == "auto":
