@@ -167,11 +167,13 @@ def skip_reasons(paste) -> tuple[str, str, str]:
 
 
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
-    """Every picture of one direction, in memory: file name -> (3, H, W) image."""
+    """Every picture of one direction, in memory: file name -> (3, H, W) image, float in
+    [0, 1] or (the seeds overlay) uint8."""
     prefix = f"{name}_{pattern}"
     pictures = {f"{prefix}.png": out.image[0]}
-    for i, act in enumerate(out.activations):
-        pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = viz.heatmap(act[0, 0])
+    heatmaps = [viz.heatmap(act[0, 0]) for act in out.activations]
+    for i, heat in enumerate(heatmaps):
+        pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = heat
     masks = [m for block in out.pastes for m in block.masks[0]]  # (H, W) each, seed order
     seeds = out.seeds[0] if out.seeds is not None else None
     pictures[f"{prefix}_seeds.png"] = viz.overlay(out.image[0], masks, seeds)
@@ -179,7 +181,7 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
         [
             ("target", target[0]),
             ("sample", sample[0]),
-            ("activation", out.activations[0][0, 0]),
+            ("activation", heatmaps[0]),  # drawn once, for its file and the sheet
             ("seeds + masks", pictures[f"{prefix}_seeds.png"]),
             (f"output ({pattern})", out.image[0]),
         ]
