@@ -57,7 +57,6 @@ def main() -> None:
     rows, samples, runs = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp / "cache"))
         for name in ["512", *[s for s in args.sizes if s != "512"]]:  # the reference first
             w, h = SIZES[name]
             files = []
@@ -78,7 +77,7 @@ def main() -> None:
                         f"threads={args.threads}",
                         "progress=false",
                     ],
-                    dict(env, SPECTRAL_RESNET_CACHE=str(tmp / f"cache{round_}")),
+                    dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp / f"cache{round_}")),
                 )
                 report = json.loads((out / "run.json").read_text())
                 blocks = sum(r["timings_s"]["blocks"] for r in report["runs"])
