@@ -10,7 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from spectral_resnet.inference import check_overrides, cli_main
+from spectral_resnet.cli import check_overrides
+from spectral_resnet.inference import cli_main
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="infer")
@@ -19,5 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_overrides("infer", sys.argv[1:], "infer.py")
+    sys.argv[1:] = check_overrides("infer", sys.argv[1:], "infer.py")
     main()

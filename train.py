@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from spectral_resnet.inference import check_overrides
+from spectral_resnet.cli import check_overrides
 from spectral_resnet.training import cli_main
 
 
@@ -19,5 +19,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_overrides("train", sys.argv[1:], "train.py")
+    sys.argv[1:] = check_overrides("train", sys.argv[1:], "train.py")
     main()

@@ -1,4 +1,4 @@
-"""Every shader option and its one default: typed dataclasses, registered with Hydra's ConfigStore.
+"""Every option and its one default: typed dataclasses, registered with Hydra's ConfigStore.
 
     config = ShaderConfig(pattern="cc", spectrum=SpectrumConfig(k=12))
     shader = SpectralShader(config)
@@ -6,12 +6,17 @@
 `configs/` never repeats a default: `model: shader` in a defaults list is this ShaderConfig,
 and the data module takes the model's SpectrumConfig, so the spectra its workers cache are
 the ones the model looks up. A checkpoint stores the whole ShaderConfig; the fields in
-ARCHITECTURE are fixed by it, the rest stay overridable at inference.
+ARCHITECTURE are fixed by it, the rest stay overridable at inference. InferConfig,
+EvalConfig and TrainConfig type the programs' own options (`configs/*.yaml` start from them),
+so `max_pixels=abc` is refused when the command line is read.
+
+Every number has a finite range: a value outside it is a ValueError naming the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,8 @@ QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
 FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
 MAX_K = 512  # eigenpairs a spectrum may ask for: a memory guard, far above any use here
+MAX_SEEDS = 64
+MAX_WORK_SIZE = 4096  # spectra and attention at 4096^2 take minutes and gigabytes already
 INKS = ("auto", "dark", "light", "any")
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (
@@ -42,12 +49,18 @@ ARCHITECTURE = (
 )
 
 
-def _positive(name: str, value, integer: bool = False) -> None:
+def check_range(name: str, value, low: float, high: float, integer: bool = False) -> None:
+    """The one numeric-option check: the right type, finite, and within [low, high]."""
     kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(
-            f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}"
-        )
+    ok = not isinstance(value, bool) and isinstance(value, kind)
+    if not (ok and math.isfinite(value) and low <= value <= high):
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {what} in [{low:g}, {high:g}], got {value!r}")
+
+
+def _positive(name: str, value, integer: bool = False, high: float = 1e6) -> None:
+    """check_range for options that must be above zero (the smallest integer is 1)."""
+    check_range(name, value, 1 if integer else 1e-12, high, integer)
 
 
 @dataclass
@@ -70,8 +83,11 @@ class SpectrumConfig:
                 f"working image need {self.k * 65536 * 8 / 2**30:.1f} GB and the shader uses "
                 "a few dozen; pick k <= 64"
             )
+        if self.connectivity not in (4, 8):
+            raise ValueError(f"spectrum.connectivity must be 4 or 8, got {self.connectivity!r}")
         if self.sigma is not None:
-            _positive("spectrum.sigma", self.sigma)
+            _positive("spectrum.sigma", self.sigma, high=100.0)
+        _positive("spectrum.sigma_scale", self.sigma_scale, high=100.0)
 
     def compute(self, image: Tensor) -> Spectrum:
         """Spectrum of one (3, H, W) image through the cache: the model and the data both
@@ -119,11 +135,13 @@ class AttentionConfig:
             raise ValueError(
                 f"qk_init={self.qk_init!r} works on raw eigenvectors: features=['evecs']"
             )
-        _positive("attention.softmax_scale", self.softmax_scale)
-        _positive("attention.chunk", self.chunk, integer=True)
-        _positive("attention.hidden", self.hidden, integer=True)
+        _positive("attention.softmax_scale", self.softmax_scale, high=1000.0)
+        _positive("attention.chunk", self.chunk, integer=True, high=2**20)
+        _positive("attention.hidden", self.hidden, integer=True, high=4096)
+        check_range("attention.gate_bias", self.gate_bias, -1e5, 1e5)  # -1e4: a closed gate
+        check_range("attention.threshold", self.threshold, 0.0, 1.0)
         if self.max_keys is not None:
-            _positive("attention.max_keys", self.max_keys, integer=True)
+            _positive("attention.max_keys", self.max_keys, integer=True, high=2**24)
 
     @property
     def token_features(self) -> tuple[str, ...]:
@@ -157,26 +175,24 @@ class PasteConfig:
     min_area: int = 12  # smallest sample component (and transferred fragment) kept, pixels
 
     def __post_init__(self):
-        _positive("paste.seeds", self.seeds, integer=True)
-        _positive("paste.max_pastes", self.max_pastes, integer=True)
-        _positive("paste.nms_radius", self.nms_radius)
-        _positive("paste.radius", self.radius)
-        _positive("paste.reach", self.reach)
-        if not 0 < self.min_scale <= 1:
-            raise ValueError(f"paste.min_scale must be in (0, 1], got {self.min_scale!r}")
-        rotation_ok = self.rotation == "align" or (
-            isinstance(self.rotation, (int, float)) and not isinstance(self.rotation, bool)
-        )
-        if not rotation_ok:
-            raise ValueError(f"paste.rotation must be degrees or 'align', got {self.rotation!r}")
+        # each seed holds full-size masks: 64 keeps a phone photo's run within memory
+        _positive("paste.seeds", self.seeds, integer=True, high=MAX_SEEDS)
+        _positive("paste.max_pastes", self.max_pastes, integer=True, high=4 * MAX_SEEDS)
+        _positive("paste.nms_radius", self.nms_radius, high=1.0)
+        _positive("paste.radius", self.radius, high=100.0)
+        _positive("paste.reach", self.reach, high=1.0)
+        _positive("paste.min_scale", self.min_scale, high=1.0)
+        if self.rotation != "align":
+            try:
+                check_range("paste.rotation", self.rotation, -360.0, 360.0)
+            except ValueError:
+                raise ValueError(
+                    f"paste.rotation must be degrees in [-360, 360] or 'align', "
+                    f"got {self.rotation!r}"
+                ) from None
         if self.ink not in INKS:
             raise ValueError(f"paste.ink must be one of {INKS}, got {self.ink!r}")
-        if (
-            isinstance(self.min_area, bool)
-            or not isinstance(self.min_area, int)
-            or self.min_area < 1
-        ):
-            raise ValueError(f"paste.min_area must be an integer >= 1, got {self.min_area!r}")
+        _positive("paste.min_area", self.min_area, integer=True, high=2**24)
 
 
 @dataclass
@@ -185,7 +201,17 @@ class ShadingConfig:
 
     thicken_time: float = 2.0  # heat-kernel dilation time
     shadow_offset: list[int] = field(default_factory=lambda: [3, 3])  # (dy, dx) pixels
-    shadow_darkness: float = 0.5
+    shadow_darkness: float = 0.5  # 0: no shadow, 1: black
+
+    def __post_init__(self):
+        # t = 200 is a Gaussian of sigma 20 px: far past a visible thickening
+        check_range("shading.thicken_time", self.thicken_time, 0.0, 200.0)
+        offset = list(self.shadow_offset)
+        if len(offset) != 2:
+            raise ValueError(f"shading.shadow_offset must be [dy, dx], got {offset!r}")
+        for value in offset:
+            check_range("shading.shadow_offset", value, -256, 256, integer=True)
+        check_range("shading.shadow_darkness", self.shadow_darkness, 0.0, 1.0)
 
 
 @dataclass
@@ -214,7 +240,7 @@ class ShaderConfig:
             if isinstance(value, dict):
                 setattr(self, name, kind(**value))
         if self.work_size is not None:
-            _positive("work_size", self.work_size, integer=True)
+            check_range("work_size", self.work_size, 2, MAX_WORK_SIZE, integer=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -231,4 +257,90 @@ class ShaderConfig:
         return value
 
 
+DIRECTIONS = ("forward", "reverse", "both")
+
+
+def _threads(threads) -> None:
+    if threads is not None:
+        check_range("threads", threads, 1, 1024, integer=True)
+
+
+@dataclass
+class InferConfig:
+    """`python infer.py`: what to shade, where the pictures go, and on what."""
+
+    model: ShaderConfig = field(default_factory=ShaderConfig)
+    target: str | None = None  # null: the bundled demo pair, assets/toof.png ...; a folder: batch
+    sample: str | None = None  # ... and assets/tone.png; a folder: paired with target's by name
+    pairs: str | None = None  # batch mode from a CSV of target,sample rows (paths relative to it)
+    num_workers: int = 0  # batch mode: dataloader workers that read images and warm spectra
+    strict: bool = False  # batch mode: exit 2 if any pair fails (default: only if all do)
+    direction: str = "both"  # forward (paste sample onto target), reverse (the other way), both
+    # the shipped weights (a hand init given as model.attention.qk_init=... skips them); a
+    # train.py checkpoint path; or null: the configured model as it is
+    ckpt: str | None = "pretrained"
+    output_dir: str | None = None  # null: Hydra's run dir, outputs/infer/<time>
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    max_pixels: int = 4096 * 4096  # decompression-bomb guard (pixels per input image)
+    threads: int | None = None  # torch CPU threads; null: torch's default
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        check_range("num_workers", self.num_workers, 0, 64, integer=True)
+        check_range("max_pixels", self.max_pixels, 2, 2**31, integer=True)
+        _threads(self.threads)
+
+
+@dataclass
+class EvalConfig:
+    """`python -m spectral_resnet.eval`: which pairs, which metrics, where the table goes."""
+
+    model: ShaderConfig = field(default_factory=ShaderConfig)
+    ckpt: str | None = "pretrained"  # the learned row: shipped weights, a checkpoint, or null
+    sets: Any = "all"  # or a list of names from spectral_resnet.eval.SETS
+    pairs: int = 24  # pairs per warped set
+    seed: int = 2000  # seed of the held-out pairs
+    pairs_dir: str | None = None  # a folder with a/, b/, flow/ instead of the sets
+    segments: int = 6  # k-means segments of the sample for the mIoU
+    json: str | None = None  # also write the results here
+    metrics: list[str] = field(default_factory=lambda: ["pck@0.05", "miou"])  # a table each
+    progress: bool = True
+    threads: int | None = 2  # torch CPU threads
+
+    def __post_init__(self):
+        check_range("pairs", self.pairs, 1, 100_000, integer=True)
+        check_range("segments", self.segments, 2, 64, integer=True)
+        _threads(self.threads)
+
+
+@dataclass
+class TrainConfig:
+    """`python train.py`: the run's own options; the groups (data, trainer, ...) are Hydra's
+    configs of the classes they instantiate, checked when they are built."""
+
+    model: ShaderConfig = field(default_factory=ShaderConfig)
+    data: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    optim: Any = None
+    module: Any = None
+    seed: int = 0
+    ckpt_path: str | None = None  # resume from this Lightning checkpoint (train.py's last.ckpt)
+    optimized_metric: str = "val/pck@0.05"
+    test: bool = True  # run the test split after fitting
+    threads: int | None = None  # torch CPU threads per process; null: torch's default
+    # also save the best model (config + weights) here; "pretrained": into the package
+    export: str | None = None
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+    def __post_init__(self):
+        _threads(self.threads)
+
+
 ConfigStore.instance().store(group="model", name="shader", node=ShaderConfig)
+ConfigStore.instance().store(name="infer_options", node=InferConfig)
+ConfigStore.instance().store(name="eval_options", node=EvalConfig)
+ConfigStore.instance().store(name="train_options", node=TrainConfig)

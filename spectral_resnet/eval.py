@@ -20,7 +20,6 @@ of its match in b/NAME; NaN where there is none.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,16 +34,18 @@ from torch import Tensor
 from tqdm import tqdm
 
 from spectral_resnet import PRETRAINED
+from spectral_resnet.cli import (
+    UsageError,
+    check_options,
+    check_output_file,
+    check_overrides,
+    set_threads,
+    shader_config,
+    write_json,
+)
 from spectral_resnet.data.pairs import SyntheticPairs
 from spectral_resnet.data.real import photo_files, stereo_pair
 from spectral_resnet.fmap import descriptor_functions
-from spectral_resnet.inference import (
-    UsageError,
-    check_overrides,
-    check_writable,
-    set_threads,
-    shader_config,
-)
 from spectral_resnet.io import load_image
 from spectral_resnet.lit import PCK_ALPHAS
 from spectral_resnet.model import CheckpointError, SpectralShader, index_to_xy
@@ -324,10 +325,11 @@ def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluate every method on the configured pairs; print the table, write the JSON."""
+    check_options(cfg)
+    if cfg.json:  # before the hour of work whose table it keeps
+        check_output_file(Path(cfg.json), "json")
     set_threads(cfg.threads)
     methods, pickers = build_methods(cfg)
-    if cfg.json:
-        check_writable(Path(cfg.json).parent)
     if cfg.pairs_dir:
         sets = {str(cfg.pairs_dir): lambda: flow_folder_pairs(Path(cfg.pairs_dir))}
     else:
@@ -342,7 +344,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     for metric in cfg.metrics:
         print(f"\n{metric}\n" + table(results, metric))
     if cfg.json:
-        Path(cfg.json).write_text(json.dumps(results, indent=2))
+        write_json(results, Path(cfg.json))
     return results
 
 
@@ -356,5 +358,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_overrides("eval", sys.argv[1:], "eval")
+    sys.argv[1:] = check_overrides("eval", sys.argv[1:], "eval")
     main()

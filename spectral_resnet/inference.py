@@ -8,69 +8,33 @@ leaves half a result behind. Known failures become one line on stderr and exit c
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spectral_resnet import PRETRAINED, viz
-from spectral_resnet.batch import run_batch
-from spectral_resnet.config import ShaderConfig
+from spectral_resnet.batch import BatchStopped, run_batch
+from spectral_resnet.cli import (
+    UsageError,
+    check_cache,
+    check_options,
+    check_writable,
+    remove_failed_run_dir,
+    run_directions,
+    set_threads,
+    shader_config,
+    write_json,
+)
 from spectral_resnet.io import ImageError, encode_image, load_image, save_image, to_uint8
 from spectral_resnet.model import CheckpointError, SpectralShader
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-STARTED = time.time()
-
-# `${first:a,b}`: a unless it is null (configs use it for "output_dir, else Hydra's run dir")
-if not OmegaConf.has_resolver("first"):
-    OmegaConf.register_new_resolver("first", lambda a, b: b if a is None else a)
-DIRECTIONS = ("forward", "reverse", "both")
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message says which and what to use instead."""
-
-
-def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
-    """Compose the config from the command line before Hydra runs the app, so a bad override
-    (unknown key, wrong type) is one line and exit code 2, not Hydra's report and exit 1.
-    Runs with Hydra's own flags (--help, --cfg, -m ...) are left to Hydra."""
-    if any(arg.startswith("-") for arg in argv):
-        return
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
-    try:
-        with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name):
-            cfg = compose(config_name, overrides=overrides)
-        if config_name == "infer" and cfg.output_dir:  # Hydra makes its run dir there
-            check_writable(Path(cfg.output_dir))
-        for arg in argv:  # Hydra's own run and sweep dirs, before Hydra makes them
-            key, _, value = arg.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
-                check_writable(Path(value))
-    except UsageError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (HydraException, OmegaConfBaseException) as err:
-        text = f"{err}\n{err.__cause__ or ''}"
-        lines = [ln.strip() for ln in text.strip().splitlines()]
-        lines = [ln for ln in lines if ln and not ln.startswith(("full_key", "object_type"))]
-        print(f"{prog}: error: {'; '.join(lines[:2])}", file=sys.stderr)
-        sys.exit(2)
 
 
 def resolve_output_dir(cfg: DictConfig) -> Path:
@@ -84,40 +48,6 @@ def resolve_output_dir(cfg: DictConfig) -> Path:
         return Path("outputs/infer") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def check_writable(directory: Path) -> None:
-    """Fail now, before any work, if `directory` cannot be created or written: probe the
-    nearest existing ancestor with a throwaway temp dir (permission bits lie to root)."""
-    probe = directory
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"output_dir {directory}: {probe} is a file, not a directory")
-    try:
-        tempfile.TemporaryDirectory(dir=probe).cleanup()
-    except OSError:
-        raise UsageError(
-            f"output_dir {directory} is not writable; choose another output_dir="
-        ) from None
-
-
-def set_threads(threads) -> None:
-    """torch's CPU thread count, checked: null keeps torch's default."""
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UsageError(f"threads must be a positive integer (or null), got {threads!r}")
-    torch.set_num_threads(threads)
-
-
-def build(node: DictConfig, what: str, **kwargs):
-    """hydra.utils.instantiate, with a bad value reported as one UsageError naming the group."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:  # it wraps our ValueError: report the cause
-        cause = err.__cause__ or err
-        raise UsageError(f"{what} config: {cause}") from None
-
-
 def model_overrides() -> set[str]:
     """The model options set on this run's command line, as dotted names ("spectrum.k")."""
     try:
@@ -128,14 +58,6 @@ def model_overrides() -> set[str]:
         return set()
     names = (item.split("=", 1)[0].lstrip("+~") for item in task)
     return {n.removeprefix("model.") for n in names if n.startswith("model.")}
-
-
-def shader_config(node: DictConfig) -> ShaderConfig:
-    """The composed `model` node as a ShaderConfig; a bad value is one UsageError."""
-    try:
-        return OmegaConf.to_object(node)
-    except ValueError as err:
-        raise UsageError(f"model config: {err}") from None
 
 
 def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
@@ -190,17 +112,14 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
 
 
 def run_device(cfg: DictConfig) -> torch.device:
-    """Check the options every run shares; set the threads; the device to run on."""
-    if cfg.direction not in DIRECTIONS:
-        raise UsageError(f"direction must be one of {DIRECTIONS}, got {cfg.direction!r}")
+    """Check every option (InferConfig's ranges) and the device; set the threads; the device
+    to run on."""
+    check_options(cfg)
+    check_cache()
     if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise UsageError(f"device must be cpu or cuda, got {cfg.device!r}")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("device=cuda but no CUDA device is available; use device=cpu")
-    if isinstance(cfg.num_workers, bool) or not isinstance(cfg.num_workers, int):
-        raise UsageError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
-    if cfg.num_workers < 0:
-        raise UsageError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
     set_threads(cfg.threads)
     return torch.device(cfg.device)
 
@@ -215,7 +134,7 @@ def run_many(cfg: DictConfig) -> tuple[Path, dict]:
     out_dir = resolve_output_dir(cfg)
     check_writable(out_dir)
     shader = build_shader(cfg, device)
-    return out_dir, run_batch(cfg, shader, device, out_dir, shade, write_json)
+    return out_dir, run_batch(cfg, shader, device, out_dir, shade)
 
 
 def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
@@ -228,12 +147,6 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     out_dir = resolve_output_dir(cfg)
     check_writable(out_dir)
     shader = build_shader(cfg, device)
-    pairs = []
-    if cfg.direction in ("forward", "both"):
-        pairs.append((target_path, sample_path))
-    if cfg.direction in ("reverse", "both"):
-        pairs.append((sample_path, target_path))
-
     report = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "model": shader.config.to_dict(),  # what ran: a checkpoint's architecture included
@@ -242,9 +155,11 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     encoding: dict[str, Future] = {}  # file -> its bytes, encoded while the next direction runs
     pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
     try:
-        for t_path, s_path in pairs:
+        for name, t_path, s_path in run_directions(cfg.direction, target_path, sample_path):
             images_t, images_s = images[t_path][None], images[s_path][None]
-            made, entry = shade(shader, images_t, images_s, t_path, s_path, device, cfg.progress)
+            made, entry = shade(
+                shader, images_t, images_s, name, t_path, s_path, device, cfg.progress
+            )
             for file, image in made.items():
                 encoding[file] = pool.submit(encode_image, to_uint8(image), Path(file).suffix)
             del made  # its float pictures, while the next direction runs
@@ -267,10 +182,9 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return out_dir, written
 
 
-def shade(shader, target, sample, t_path: Path, s_path: Path, device, progress: bool = False):
-    """One direction: shade `target` (1, 3, H, W) with `sample`, render every picture in
-    memory; returns (file name -> image, the run's run.json entry)."""
-    name = f"{t_path.stem}_{s_path.stem}"
+def shade(shader, target, sample, name: str, t_path: Path, s_path: Path, device, progress=False):
+    """One direction, named `name`: shade `target` (1, 3, H, W) with `sample`, render every
+    picture in memory; returns (file name -> image, the run's run.json entry)."""
     bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
     try:  # closed on Ctrl-C too, so the message after it starts a line of its own
         with torch.no_grad():
@@ -302,30 +216,28 @@ def shade(shader, target, sample, t_path: Path, s_path: Path, device, progress: 
     return pictures, entry
 
 
-def write_json(data: dict, path: Path) -> Path:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-    return path
-
-
 def cli_main(cfg: DictConfig) -> int:
     """Run and report: a one-line summary, or one error line on stderr and exit code 2."""
     hydra_dir = resolve_output_dir(cfg)
+    batch = False
     try:
-        if is_batch(cfg):
+        batch = is_batch(cfg)
+        if batch:
             out_dir, summary = run_many(cfg)
         else:
             out_dir, written = run(cfg)
+    except BatchStopped as stop:  # Ctrl-C or a full disk: the finished pairs stay
+        print(f"infer.py: {stop}", file=sys.stderr)
+        return 130 if stop.interrupted else 2
     except (ImageError, UsageError, CheckpointError, ValueError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
         remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 2
-    except KeyboardInterrupt:  # a batch keeps the pairs it finished
+    except KeyboardInterrupt:
         print("infer.py: interrupted; nothing more was written", file=sys.stderr)
         remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 130
-    if is_batch(cfg):
+    if batch:
         failed = summary["failed"]
         print(
             f"shaded {len(summary['done'])} of {summary['pairs']} pairs into {out_dir} "
@@ -336,7 +248,11 @@ def cli_main(cfg: DictConfig) -> int:
                 else ""
             )
         )
-        return 2 if not summary["done"] or (failed and cfg.strict) else 0
+        if not summary["done"] or (failed and cfg.strict):
+            why = "every pair failed" if not summary["done"] else "strict=true and a pair failed"
+            print(f"infer.py: error: {why}; see {out_dir / 'summary.json'}", file=sys.stderr)
+            return 2
+        return 0
     report = json.loads((out_dir / "run.json").read_text())
     timing = "; ".join(
         f"{r['output']} {r['timings_s']['total']:.2f}s (spectra {r['timings_s']['spectra']:.2f}s)"
@@ -344,16 +260,3 @@ def cli_main(cfg: DictConfig) -> int:
     )
     print(f"wrote {len(written)} files to {out_dir}: {timing}")
     return 0
-
-
-def remove_failed_run_dir(directory: Path, default: bool = False) -> None:
-    """Hydra makes its run dir (with .hydra/ and a log) before we run: if this process made
-    it and failed before writing anything of its own, leave nothing behind. default: it is
-    Hydra's default outputs/<app>/<time>, whose parents go too when they are left empty."""
-    if not directory.is_dir() or directory.stat().st_ctime < STARTED - 1:
-        return
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
-        shutil.rmtree(directory, ignore_errors=True)
-        for parent in directory.parents[: 2 if default else 0]:  # outputs/infer/, outputs/
-            if parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -20,19 +21,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# what batch folders pair: every format a single run reads that people keep pictures in
+IMAGE_SUFFIXES = (
+    *(".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
+    *(".ppm", ".pgm", ".pbm", ".pnm", ".tga"),
+)
 STALE_SECONDS = 600.0  # a temp file this old was left by a killed writer, not a live one
 
 
 def remove_stale_temps(directory: Path, pattern: str, age: float = STALE_SECONDS) -> int:
-    """Delete the temp files matching `pattern` in `directory` that are older than `age`
-    seconds: what a killed run left behind (a live writer's temp file is seconds old).
-    Returns how many went."""
+    """Delete the temp files (or folders) matching `pattern` in `directory` that are older
+    than `age` seconds: what a killed run left behind (a live writer's temp file is seconds
+    old). Returns how many went."""
     now, removed = time.time(), 0
     for tmp in Path(directory).glob(pattern):
         try:
             if now - tmp.stat().st_mtime > age:
-                tmp.unlink()
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
                 removed += 1
         except OSError:  # gone already, or not ours to delete
             pass
@@ -43,7 +48,14 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the fix."""
 
 
-def _to_rgb(img: Image.Image) -> Tensor:
+def float_scale(values: np.ndarray) -> float:
+    """What a float image's values are fractions of: 1, 255 (8-bit values saved as floats,
+    e.g. a float TIFF) or 65535, whichever its brightest pixel fits; else that pixel."""
+    peak = float(values.max(initial=0.0))
+    return next((s for s in (1.0, 255.0, 65535.0) if peak <= s), peak)
+
+
+def _to_rgb(img: Image.Image, path: Path) -> Tensor:
     """Any PIL mode -> (3, H, W) float32 in [0, 1]."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -51,7 +63,10 @@ def _to_rgb(img: Image.Image) -> Tensor:
         grey = np.clip(arr / scale, 0, 1).astype(np.float32)
         return torch.from_numpy(grey).expand(3, -1, -1).contiguous()
     if img.mode == "F":
-        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        values = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError(f"{path}: has NaN or infinite pixels; replace them and re-export")
+        grey = np.clip(values / float_scale(values), 0, 1).astype(np.float32)
         return torch.from_numpy(grey).expand(3, -1, -1).contiguous()
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -88,7 +103,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "downscale it or raise max_pixels"
                     )
                 img.load()
-                image = _to_rgb(ImageOps.exif_transpose(img))  # phone photos stand upright
+                image = _to_rgb(ImageOps.exif_transpose(img), path)  # phone photos stand upright
     except ImageError:
         raise
     except Image.DecompressionBombError:

@@ -23,6 +23,7 @@ from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
+RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
 
 
@@ -224,10 +225,22 @@ class SpectralShader(nn.Module):
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:
-        target, sample = check_image(target), check_image(sample)
+        """Both images as float32 (B, 3, H, W): any float dtype (numpy's float64, half,
+        bfloat16) is converted, and values outside [0, 1] (0..255 pixels) are refused."""
+        checked = []
         for name, img in (("target", target), ("sample", sample)):
+            img = check_image(img)
             if img.shape[1] != 3:
                 raise ValueError(f"{name} must have 3 channels (RGB), got {img.shape[1]}")
+            img = img.float()
+            low, high = (float(v) for v in img.aminmax())
+            if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
+                raise ValueError(
+                    f"{name} values span [{low:g}, {high:g}], the shader takes images in [0, 1]"
+                    + ("; divide 0..255 pixels by 255" if high > 1.5 else "; clamp them")
+                )
+            checked.append(img)
+        target, sample = checked
         if target.shape[0] != sample.shape[0]:
             raise ValueError(
                 f"batch sizes differ: target {target.shape[0]}, sample {sample.shape[0]}"

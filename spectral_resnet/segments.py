@@ -257,11 +257,19 @@ def select_seeds(activation: Tensor, count: int, radius: int, threshold: float =
     return seeds
 
 
+def gradient(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """(d/dy, d/dx) of maps (..., H, W) by central differences (one-sided at the edges); zero
+    along a side one pixel long, where torch.gradient, which needs two, raises."""
+    gy = torch.gradient(maps, dim=-2)[0] if maps.shape[-2] > 1 else torch.zeros_like(maps)
+    gx = torch.gradient(maps, dim=-1)[0] if maps.shape[-1] > 1 else torch.zeros_like(maps)
+    return gy, gx
+
+
 def local_orientation(strength: Tensor, points: Tensor, radius: float) -> Tensor:
     """Dominant line direction (radians) of maps (..., H, W) around points (..., S, 2), from
     the Gaussian-weighted structure tensor: lines run across the intensity gradient."""
     h, w = strength.shape[-2:]
-    gy, gx = torch.gradient(strength, dim=(-2, -1))
+    gy, gx = gradient(strength)
     ys = torch.arange(h, dtype=strength.dtype, device=strength.device).view(h, 1)
     xs = torch.arange(w, dtype=strength.dtype, device=strength.device).view(1, w)
     d2 = (ys - points[..., 0, None, None]) ** 2 + (xs - points[..., 1, None, None]) ** 2

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spectral_resnet.config import FEATURES
+from spectral_resnet.segments import gradient
 from spectral_resnet.shading import gaussian_blur
 from spectral_resnet.spectral import Spectrum
 
@@ -47,7 +48,7 @@ def dominant_orientation(grey: Tensor, sigma: float) -> Tensor:
     """Angle (radians) of the Gaussian-averaged intensity gradient around each pixel,
     (1, 1, H, W) -> (H, W); rotating the image by a turns it by a."""
     g = gaussian_blur(grey, 1.0)
-    gy, gx = torch.gradient(g[0, 0])
+    gy, gx = gradient(g[0, 0])
     mean = gaussian_blur(torch.stack([gx, gy])[None], sigma)[0]  # (2, H, W)
     return torch.atan2(mean[1], mean[0])
 

@@ -4,23 +4,26 @@ and write metrics.json for sweeps. Returns the optimised metric (for Hydra sweep
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet import PRETRAINED, viz
-from spectral_resnet.inference import (
+from spectral_resnet.cli import (
     UsageError,
     build,
     remove_failed_run_dir,
     set_threads,
     shader_config,
+    write_json,
+    write_text,
 )
+from spectral_resnet.config import ARCHITECTURE
 from spectral_resnet.io import save_image
-from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.model import CheckpointError, SpectralShader, read_checkpoint
 
 TRAINER_COUNTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "log_every_n_steps")
 TRAINER_AMOUNTS = ("limit_train_batches", "limit_val_batches", "val_check_interval")
@@ -40,6 +43,40 @@ def check_trainer(node: DictConfig) -> None:
             raise UsageError(f"trainer.{key} must be a number, got {value!r}")
 
 
+def check_optimizer(make) -> None:
+    """Build the optimizer once on a throwaway parameter, so a bad value (lr=-1) is refused
+    before the run starts, by torch's own rules."""
+    try:
+        make([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"optim config: {err}") from None
+
+
+def check_resume(path: Path, model: SpectralShader) -> None:
+    """ckpt_path is a train.py checkpoint of this very model, checked before the run starts:
+    torch.load's and Lightning's own failures are tracebacks (and advice to unpickle)."""
+    try:
+        saved, state = read_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"ckpt_path: {err}") from None
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # read_checkpoint's check
+    if "pytorch-lightning_version" not in blob or "optimizer_states" not in blob:
+        raise CheckpointError(
+            f"ckpt_path={path} is model weights, not a train.py checkpoint to resume; "
+            "resume from outputs/train/.../checkpoints/last.ckpt"
+        )
+    for name in ARCHITECTURE:
+        if saved.get(name) != model.config.get(name):
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with {name}={saved.get(name)!r}, this run has "
+                f"{model.config.get(name)!r}; resume with the same model options"
+            )
+    try:
+        model.load_weights(state, saved.pattern, path)
+    except CheckpointError as err:
+        raise CheckpointError(f"ckpt_path: {err}") from None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns every logged metric as a float."""
     check_trainer(cfg.trainer)
@@ -47,9 +84,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
     model = SpectralShader(shader_config(cfg.model))
+    if cfg.ckpt_path:
+        check_resume(Path(cfg.ckpt_path), SpectralShader(model.config))
     # the model's spectrum config: the workers cache exactly the spectra the model looks up
     datamodule = build(cfg.data, "data", _convert_="all", spectrum=model.config.spectrum)
     optimizer = build(cfg.optim.optimizer, "optim")
+    check_optimizer(optimizer)
     scheduler = build(cfg.optim.scheduler, "optim") if cfg.optim.get("scheduler") else None
     module = build(cfg.module, "module", model=model, optimizer=optimizer, scheduler=scheduler)
     callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values()]
@@ -68,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = None
     if checkpoint and cfg.get("export") and trainer.is_global_zero:  # kilobytes: config + weights
         path = PRETRAINED if cfg.export == "pretrained" else Path(cfg.export)
+        path.parent.mkdir(parents=True, exist_ok=True)
         SpectralShader.from_checkpoint(checkpoint).save(path)
         print(f"exported the best weights to {path}")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -82,13 +123,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             overrides = list(HydraConfig.get().overrides.task)
         except ValueError:
             pass
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(
-            json.dumps(
-                {"overrides": overrides, "metrics": metrics, "checkpoint": checkpoint}, indent=2
-            )
-        )
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        report = {"overrides": overrides, "metrics": metrics, "checkpoint": checkpoint}
+        write_json(report, out_dir / "metrics.json")
+        write_text(OmegaConf.to_yaml(cfg, resolve=True), out_dir / "config.yaml")
         csv = Path(getattr(logger, "log_dir", "") or "") / "metrics.csv"
         if logger and csv.is_file():  # the training curve, as a picture
             save_image(viz.training_curves(str(csv)), out_dir / "curves.png")

@@ -44,7 +44,7 @@ def test_a_pairs_csv_runs_its_rows_and_all_failing_is_exit_2(tmp_path, folders):
     a, b = folders
     listing = tmp_path / "pairs.csv"
     listing.write_text("target,sample\na/p00.png,b/p01.png\na/p00.png,b/p01.png\n")
-    assert [n for n, _, _ in pairs_from_csv(listing)] == ["p00_p01", "p00_p01_2"]
+    assert [p.name for p in pairs_from_csv(listing)] == ["p00_p01", "p00_p01_2"]
     code, out = run_cli(tmp_path, f"pairs={listing}", "direction=forward")
     assert code == 0 and len(json.loads((out / "summary.json").read_text())["done"]) == 2
     listing.write_text("a/p00.png,b/p01.png\na/broken.png,b/p00.png\n")

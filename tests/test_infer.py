@@ -140,7 +140,7 @@ def bad_inputs(tmp_path):
         "raw pickle ckpt": ([f"target={good}", f"sample={good}", f"ckpt={raw}"], "corrupt"),
         "sigma": (
             [f"target={good}", f"sample={good}", "model.spectrum.sigma=-1"],
-            "sigma must be a positive",
+            "spectrum.sigma must be a number in",
         ),
         "unwritable": (
             [f"target={good}", f"sample={good}", f"output_dir={readonly / 'x'}"],
@@ -204,7 +204,7 @@ def test_one_by_n_image_works(tmp_path):
         "model.pattern=c",
         "model.spectrum.k=4",
     )
-    assert code == 0 and (out / "strip_strip_c.png").exists()
+    assert code == 0 and (out / "strip_strip_forward_c.png").exists()
 
 
 def test_cli_exit_code_and_help_through_hydra(tmp_path):

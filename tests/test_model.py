@@ -132,10 +132,10 @@ def test_match_of_an_image_with_itself_finds_itself():
         (lambda: ShaderConfig(pattern=""), "non-empty"),
         (lambda: AttentionConfig(qk_init="eye"), "unknown qk_init"),
         (lambda: SpectrumConfig(k=1), "k must be an integer"),
-        (lambda: SpectrumConfig(sigma=0.0), "sigma must be a positive"),
+        (lambda: SpectrumConfig(sigma=0.0), "spectrum.sigma must be a number in"),
         (lambda: AttentionConfig(kernel="cosine"), "unknown attention kernel"),
         (lambda: AttentionConfig(qk_init="identity", features=["hks"]), "raw eigenvectors"),
-        (lambda: ShaderConfig(work_size=0), "work_size must be a positive integer"),
+        (lambda: ShaderConfig(work_size=0), "work_size must be an integer in \\[2, 4096\\]"),
     ],
 )
 def test_bad_configuration_raises_clear_errors(make, message):

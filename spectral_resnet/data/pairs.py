@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from spectral_resnet.config import SpectrumConfig
+from spectral_resnet.config import SpectrumConfig, check_range
 from spectral_resnet.data.drawings import random_drawing
 from spectral_resnet.data.procedural import curves, diagram, scene
 from spectral_resnet.data.real import photo_files
@@ -266,6 +266,16 @@ class PairDataModule(L.LightningDataModule):
             spectrum = SpectrumConfig(**spectrum)  # hydra.utils.instantiate passes a dict
         if real and folder:
             raise ValueError("choose one source of images: data.real=true or data.folder=DIR")
+        for name, value, low, high in (
+            ("data.size", size, 8, 1024),
+            ("data.train_pairs", train_pairs, 1, 10**7),
+            ("data.val_pairs", val_pairs, 1, 10**7),
+            ("data.test_pairs", test_pairs, 1, 10**7),
+            ("data.batch_size", batch_size, 1, 4096),
+            ("data.num_workers", num_workers, 0, 64),
+        ):
+            check_range(name, value, low, high, integer=True)
+        check_range("data.procedural", procedural, 0.0, 1.0)
         common = dict(size=size, folder=folder, spectrum=spectrum, **dict(warp or {}))
         files = {split: photo_files(split) if real else None for split in SPLITS}
         self.train_set: Dataset = SyntheticPairs(

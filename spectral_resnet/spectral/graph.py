@@ -42,6 +42,8 @@ def check_image(image: Tensor) -> Tensor:
         raise ValueError(f"image must be (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
     if not image.is_floating_point():
         raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
+    if image.shape[0] == 0:
+        raise ValueError("the batch is empty (0 images); pass at least one (B, C, H, W) image")
     if image.shape[-2] * image.shape[-1] < 2:
         raise ValueError(
             f"image must have at least 2 pixels, got {image.shape[-2]}x{image.shape[-1]}"

@@ -4,6 +4,10 @@ Spectra are the expensive part of the shader and never depend on learned weights
 spectrum is cached in memory and on disk, keyed by a hash of the pixels and of every graph
 and solver parameter. Disk entries carry a checksum: a corrupted, truncated or stale file is
 detected and recomputed, never trusted; writes are atomic (temp file + rename).
+
+The disk cache lives in `default_cache_dir()/spectra` and holds at most
+$SPECTRAL_RESNET_CACHE_GB gigabytes (default 2; 0: no disk cache): past that, the least
+recently used entries go. A disk that is full or read-only costs a warning, never a run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from spectral_resnet.spectral.graph import check_image, grid_laplacian
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 MEMORY_ENTRIES = 64
+DEFAULT_CACHE_GB = 2.0
 
 
 @dataclass
@@ -116,6 +121,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "spectral_resnet"
 
 
+def cache_limit() -> int:
+    """The disk cache's size cap in bytes, from $SPECTRAL_RESNET_CACHE_GB (default 2 GB)."""
+    text = os.environ.get("SPECTRAL_RESNET_CACHE_GB", "").strip()
+    try:
+        gb = float(text) if text else DEFAULT_CACHE_GB
+    except ValueError:
+        gb = float("nan")
+    if not 0 <= gb < 1e6:  # NaN fails too
+        raise ValueError(
+            f"SPECTRAL_RESNET_CACHE_GB must be a size in gigabytes >= 0 (0: no disk cache), "
+            f"got {text!r}"
+        )
+    return int(gb * 2**30)
+
+
 def cache_key(image: Tensor, params: dict) -> str:
     """sha256 of the pixels (float32, shape) and of every parameter."""
     pixels = image.detach().to("cpu", torch.float32).contiguous()
@@ -152,12 +172,21 @@ _TENSORS = ("evals", "evecs", "degrees", "boundary", "residuals")
 
 
 class SpectrumCache:
-    """In-memory LRU in front of a directory of checksummed `.pt` files."""
+    """In-memory LRU in front of a directory of checksummed `.pt` files, itself an LRU of at
+    most `max_bytes` (None: `cache_limit()`, read at each write). A file's modification
+    time is its last use: a hit touches it, and eviction takes the oldest first."""
 
-    def __init__(self, directory: Path | str | None = None, memory_entries: int = MEMORY_ENTRIES):
+    def __init__(
+        self,
+        directory: Path | str | None = None,
+        memory_entries: int = MEMORY_ENTRIES,
+        max_bytes: int | None = None,
+    ):
         self.directory = Path(directory) if directory is not None else None
         self.memory: OrderedDict[str, Spectrum] = OrderedDict()
         self.memory_entries = memory_entries
+        self.max_bytes = max_bytes
+        self.warned = False  # one warning a process for a cache that cannot be written
 
     @property
     def path(self) -> Path:
@@ -195,6 +224,10 @@ class SpectrumCache:
             if blob["checksum"] != _checksum(tensors):
                 raise ValueError("checksum mismatch")
             check_contents(tensors, tuple(blob["shape"]), json.loads(blob["params"])["k"])
+            try:
+                os.utime(file)  # used now: the last to be evicted
+            except OSError:  # a read-only cache still serves
+                pass
             return Spectrum(
                 shape=tuple(blob["shape"]),
                 params=json.loads(blob["params"]),
@@ -218,6 +251,9 @@ class SpectrumCache:
             checksum=_checksum(tensors),
         )
         try:
+            limit = cache_limit() if self.max_bytes is None else self.max_bytes
+            if limit <= 0:
+                return
             self.path.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.path, ".*.tmp")
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key[:16]}.", suffix=".tmp")
@@ -228,10 +264,35 @@ class SpectrumCache:
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-        except OSError as err:
-            log.warning(
-                "cannot write spectrum cache in %s (%s); continuing without", self.path, err
-            )
+            self.evict(limit)
+        except (OSError, RuntimeError, ValueError) as err:  # torch.save: RuntimeError on ENOSPC
+            if not self.warned:
+                self.warned = True
+                reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+                log.warning(
+                    "cannot write the spectrum cache in %s (%s); continuing without it",
+                    self.path,
+                    reason,
+                )
+
+    def evict(self, limit: int) -> int:
+        """Delete the least recently used entries until the cache holds at most `limit`
+        bytes; returns how many went."""
+        entries = []
+        for file in self.path.glob("*.pt"):
+            try:
+                stat = file.stat()
+            except OSError:  # another process evicted it
+                continue
+            entries.append((stat.st_mtime, stat.st_size, file))
+        total, removed = sum(size for _, size, _ in entries), 0
+        for _, size, file in sorted(entries, key=lambda e: e[0]):
+            if total <= limit:
+                break
+            file.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed
 
 
 _DEFAULT_CACHE = SpectrumCache()

@@ -1,0 +1,329 @@
+"""What the three command-line programs (infer.py, train.py, eval) share: reading the command
+line before Hydra does, checking output paths before any work, and the one error type whose
+message is printed as one line with exit code 2.
+
+A run either fails before it starts (a bad option, an output path it could never write) or
+keeps what it made: every check here runs before the expensive part.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from spectral_resnet.config import ShaderConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+STARTED = time.time()
+# options whose values are paths: a file name Hydra's grammar cannot read is quoted for it
+PATH_OPTIONS = (
+    "target",
+    "sample",
+    "pairs",
+    "output_dir",
+    "ckpt",
+    "ckpt_path",
+    "export",
+    "json",
+    "pairs_dir",
+    "data.folder",
+    "data.real_pairs",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+)
+MULTIRUN = ("-m", "--multirun")
+MAX_SWEEP_CHECKS = 64  # composes a multirun's check tries (each value of each swept option)
+
+# `${first:a,b}`: a unless it is null (configs use it for "output_dir, else Hydra's run dir")
+if not OmegaConf.has_resolver("first"):
+    OmegaConf.register_new_resolver("first", lambda a, b: b if a is None else a)
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message says which and what to use instead."""
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar: any file name survives it."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)  # backslashes before '
+    return "'" + escaped.replace("'", "\\'") + "'"
+
+
+def quote_paths(argv: list[str], positional: tuple[str, ...] = ()) -> list[str]:
+    """The command line with every path option readable by Hydra.
+
+    Leading arguments without `=` are the `positional` options in order (`infer.py a.png
+    b.png ...` = `target=a.png sample=b.png`), and a path option whose value Hydra's grammar
+    cannot read (`photo (1).png`, `Café.png`, `img[1].png`, `it's.png`) or would read as a
+    sweep (`a,b.png`) is quoted, so people's real file names work as they are typed.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, multirun = OverridesParser.create(), any(a in MULTIRUN for a in argv)
+    out, names = [], list(positional)
+    for arg in argv:
+        if names and "=" not in arg and not arg.startswith(("-", "+", "~")):
+            out.append(f"{names.pop(0)}={hydra_quote(arg)}")
+            continue
+        names = []  # positional values come first, before any override
+        key, eq, value = arg.partition("=")
+        if eq and key.lstrip("+") in PATH_OPTIONS and value and value[0] not in "'\"":
+            try:
+                sweep = parser.parse_overrides([arg])[0].is_sweep_override()
+                quote = sweep and not multirun  # `-m target=a.png,b.png` is a sweep
+            except OverrideParseException:
+                quote = True
+            if quote:
+                arg = f"{key}={hydra_quote(value)}"
+        out.append(arg)
+    return out
+
+
+def sweep_variants(overrides: list[str]) -> list[list[str]]:
+    """Single-run override lists that together try every value of every swept option once
+    (the others at their first value); interval sweeps are the sweeper's to sample."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+
+    def single(key: str, value: str) -> str:
+        try:
+            parser.parse_overrides([f"{key}={value}"])
+            return f"{key}={value}"
+        except OverrideParseException:
+            return f"{key}={hydra_quote(value)}"
+
+    choices: list[list[str]] = []
+    for override in parser.parse_overrides(overrides):
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+        elif not override.is_interval_sweep():  # interval(...): the sweeper samples it
+            key = override.get_key_element()
+            choices.append([single(key, v) for v in override.sweep_string_iterator()])
+    base = [c[0] for c in choices]
+    variants = [base]
+    for i, values in enumerate(choices):
+        for value in values[1:]:
+            variants.append(base[:i] + [value] + base[i + 1 :])
+    return variants[:MAX_SWEEP_CHECKS]
+
+
+def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
+    """Compose the config from the command line before Hydra runs the app, so a bad override
+    (unknown key, wrong type, out of range) is one line and exit code 2, not Hydra's report
+    and exit 1; a multirun is checked for every swept value. Returns the command line for
+    Hydra, path options quoted (`quote_paths`). Hydra's other flags (--help, --cfg ...) are
+    left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    positional = ("target", "sample") if config_name == "infer" else ()
+    argv = quote_paths(argv, positional)
+    flags = [a for a in argv if a.startswith("-")]
+    if any(flag not in MULTIRUN for flag in flags):
+        return argv
+    overrides = [a for a in argv if not a.startswith("-")]
+    ours = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    try:
+        variants = sweep_variants(ours) if flags else [ours]
+        with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name):
+            for variant in variants:
+                cfg = compose(config_name, overrides=variant)
+                check_config(config_name, cfg)
+        for arg in overrides:  # Hydra's own run and sweep dirs, before Hydra makes them
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
+                check_writable(Path(value.strip("'\"")))
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"{prog}: error: {hydra_message(err)}", file=sys.stderr)
+        sys.exit(2)
+    return argv
+
+
+def hydra_message(err: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line reports as one line: what is wrong, and where."""
+    text = f"{err}\n{err.__cause__ or ''}"
+    lines = [ln.strip() for ln in text.strip().splitlines()]
+    keep = [ln for ln in lines if ln and not ln.startswith(("full_key", "object_type"))]
+    return "; ".join(dict.fromkeys(keep[:2]))
+
+
+def check_config(config_name: str, cfg: DictConfig) -> None:
+    """What a composed config must satisfy before its program starts: every option in its
+    range (the program's dataclass and the model's), and output paths that can be written."""
+    check_cache()
+    if config_name == "train":  # its output_dir is Hydra's, known only once Hydra runs
+        shader_config(cfg.model)
+        set_threads(cfg.threads)
+    else:
+        check_options(cfg)
+    if config_name == "infer" and cfg.output_dir:  # Hydra makes its run dir there
+        check_writable(Path(cfg.output_dir))
+    if config_name == "eval" and cfg.json:
+        check_output_file(Path(cfg.json), "json")
+    if config_name == "train" and cfg.export and cfg.export != "pretrained":
+        check_output_file(Path(cfg.export), "export")
+    if config_name == "train" and cfg.ckpt_path:
+        check_input_file(Path(cfg.ckpt_path), "ckpt_path")
+
+
+def check_cache() -> None:
+    """The spectrum cache's settings (its environment variables) are usable."""
+    from spectral_resnet.spectral.spectrum import cache_limit
+
+    try:
+        cache_limit()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_options(cfg: DictConfig):
+    """The composed config as its dataclass (InferConfig, EvalConfig): every range checked;
+    a bad value is one UsageError naming the option."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def check_writable(directory: Path, option: str = "output_dir") -> None:
+    """Fail now, before any work, if `directory` cannot be created or written: probe the
+    nearest existing ancestor with a throwaway temp dir (permission bits lie to root)."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{option} {directory}: {probe} is a file, not a directory")
+    try:
+        tempfile.TemporaryDirectory(dir=probe).cleanup()
+    except OSError:
+        raise UsageError(
+            f"{option} {directory} is not writable; choose another {option}="
+        ) from None
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """An output file's path, checked before the work that fills it: not a directory, and in
+    a folder that exists or can be made (`write_text` makes it)."""
+    if path.is_dir():
+        raise UsageError(f"{option}={path} is a directory; give a file name, e.g. {path / 'x'}")
+    check_writable(path.parent, option)
+
+
+def check_input_file(path: Path, option: str) -> None:
+    """An input file that must be there before the work starts."""
+    if path.is_dir():
+        raise UsageError(f"{option}={path} is a directory; give the file in it")
+    if not path.is_file():
+        raise UsageError(f"{option}={path}: file not found; check the path")
+
+
+def write_text(text: str, path: Path) -> Path:
+    """Write a text file atomically (temp file + rename), making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json(data: dict, path: Path) -> Path:
+    """`write_text` of a JSON report (paths and other objects as strings)."""
+    return write_text(json.dumps(data, indent=2, default=str), path)
+
+
+def safe_name(text: str, limit: int = 64) -> str:
+    """A name made from user text (a file's stem) that stays one ordinary entry inside the
+    output folder: no separators, no leading dot (so never `.` or `..`, never hidden), no
+    control characters, at most `limit` characters."""
+    text = unicodedata.normalize("NFC", text)
+    name = "".join("_" if c in '/\\:*?"<>|' or not c.isprintable() else c for c in text)
+    name = name.strip(" .")[:limit].strip(" .")
+    return name or "image"
+
+
+def run_names(target: Path, sample: Path) -> tuple[str, str]:
+    """The names of a pair's forward and reverse runs, `<target>_<sample>` from the files'
+    stems: distinct even when the two files have the same name (`cat_cat_forward`,
+    `cat_cat_reverse`), so a run in both directions never overwrites its own pictures."""
+    t, s = safe_name(target.stem), safe_name(sample.stem)
+    forward, reverse = f"{t}_{s}", f"{s}_{t}"
+    if forward == reverse:
+        return f"{forward}_forward", f"{reverse}_reverse"
+    return forward, reverse
+
+
+def run_directions(direction: str, target: Path, sample: Path) -> list[tuple[str, Path, Path]]:
+    """(run name, target, sample) of each run of one pair that `direction` asks for."""
+    forward, reverse = run_names(target, sample)
+    runs = []
+    if direction in ("forward", "both"):
+        runs.append((forward, target, sample))
+    if direction in ("reverse", "both"):
+        runs.append((reverse, sample, target))
+    return runs
+
+
+def remove_failed_run_dir(directory: Path, default: bool = False) -> None:
+    """Hydra makes its run dir (with .hydra/ and a log) before we run: if this process made
+    it and failed before writing anything of its own, leave nothing behind. default: it is
+    Hydra's default outputs/<app>/<time>, whose parents go too when they are left empty."""
+    if not directory.is_dir() or directory.stat().st_ctime < STARTED - 1:
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
+        shutil.rmtree(directory, ignore_errors=True)
+        for parent in directory.parents[: 2 if default else 0]:  # outputs/infer/, outputs/
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+# --------------------------------------------------------------------------- building
+
+
+def set_threads(threads) -> None:
+    """torch's CPU thread count, checked: null keeps torch's default."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        raise UsageError(f"threads must be an integer in [1, 1024] (or null), got {threads!r}")
+    torch.set_num_threads(threads)
+
+
+def build(node: DictConfig, what: str, **kwargs):
+    """hydra.utils.instantiate, with a bad value reported as one UsageError naming the group."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:  # it wraps our ValueError: report the cause
+        cause = err.__cause__ or err
+        raise UsageError(f"{what} config: {cause}") from None
+
+
+def shader_config(node: DictConfig) -> ShaderConfig:
+    """The composed `model` node as a ShaderConfig; a bad value is one UsageError."""
+    try:
+        return OmegaConf.to_object(node)
+    except ValueError as err:
+        raise UsageError(f"model config: {err}") from None
