@@ -83,7 +83,7 @@ def pairs_from_dirs(targets: Path, samples: Path) -> list[Pair]:
     def by_stem(folder: Path) -> dict[str, list[Path]]:
         files: dict[str, list[Path]] = {}
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 files.setdefault(path.stem, []).append(path)
         return files
 

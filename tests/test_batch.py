@@ -79,3 +79,165 @@ def test_a_thumbnail_makes_the_same_grid_as_its_full_size_output():
     small = [thumbnail(o, size=40) for o in outputs]
     assert [tuple(t.shape) for t in small] == [(3, 29, 40), (3, 40, 27)]
     assert torch.equal(grid(small, size=40), grid(outputs, size=40))
+
+
+def pair_folders(tmp_path, names, size=(24, 24)):
+    a, b = tmp_path / "T", tmp_path / "S"
+    a.mkdir()
+    b.mkdir()
+    for name in names:
+        small_png(a / name, size)
+        small_png(b / name, (20, 28))
+    return a, b
+
+
+def test_both_directions_over_same_named_folders_write_every_picture(tmp_path):
+    a, b = pair_folders(tmp_path, ["cat.png", "dog.png"])
+    code, out = run_cli(tmp_path, f"target={a}", f"sample={b}", "model.pattern=c")
+    assert code == 0
+    for name in ("cat", "dog"):
+        runs = json.loads((out / name / "run.json").read_text())["runs"]
+        outputs = [r["output"] for r in runs]
+        assert outputs == [f"{name}_{name}_forward_c.png", f"{name}_{name}_reverse_c.png"]
+        pictures = sorted(p.name for p in (out / name).iterdir() if p.suffix == ".png")
+        assert len(pictures) == 2 * 4, pictures  # output, activation, seeds, sheet: each way
+    # a single run of two files with one name: both directions too
+    code, single = run_cli(tmp_path / "one", f"target={a / 'cat.png'}", f"sample={b / 'cat.png'}")
+    assert code == 0 and len([p for p in single.iterdir() if p.suffix == ".png"]) == 2 * 7
+
+
+def test_pair_names_stay_inside_the_output_dir(tmp_path):
+    from spectral_resnet.cli import safe_name
+
+    for text, name in (
+        ("..", "image"),
+        ("../x", "_x"),
+        ("a/b", "a_b"),
+        ("猫", "猫"),
+        (" .a. ", "a"),
+    ):
+        assert safe_name(text) == name
+    a, b = pair_folders(tmp_path, ["...png", "..png", "grid.png.png"])
+    out = tmp_path / "deep" / "out"
+    out.parent.mkdir()
+    code, _ = run_cli(
+        tmp_path, f"target={a}", f"sample={b}", f"output_dir={out}", "model.pattern=c"
+    )
+    assert code == 0  # nothing beside the output dir, nothing above it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S", "T", "deep"]
+    assert [p.name for p in out.parent.iterdir()] == ["out"]
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 3 and not any(n.startswith(".") for n in folders), folders
+    assert (out / "grid.png").is_file() and (out / "summary.json").is_file()
+
+
+def test_a_thin_image_is_shaded_and_the_batch_goes_on(tmp_path):
+    a, b = pair_folders(tmp_path, ["p0.png", "p1.png"])
+    for shape in ((1, 300), (260, 1), (3, 100)):
+        small_png(a / f"thin{shape[0]}x{shape[1]}.png", shape)
+        small_png(b / f"thin{shape[0]}x{shape[1]}.png")
+    code, out = run_cli(tmp_path, f"target={a}", f"sample={b}", "model.pattern=cc")
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0 and summary["failed"] == [] and len(summary["done"]) == 5
+
+
+def stop_at_second_pair(monkeypatch, error):
+    """save_image raises `error` once the batch is writing its second pair."""
+    import spectral_resnet.batch as batch
+
+    real, seen = batch.save_image, set()
+
+    def save(image, path):
+        seen.add(path.parent)
+        if len(seen) > 1:
+            raise error
+        return real(image, path)
+
+    monkeypatch.setattr(batch, "save_image", save)
+
+
+@pytest.mark.parametrize(
+    "error, code, message",
+    [
+        (KeyboardInterrupt(), 130, "interrupted; 1 of 3 pairs done"),
+        (OSError(28, "No space left on device"), 2, "No space left on device; 1 of 3 pairs done"),
+    ],
+)
+def test_ctrl_c_or_a_full_disk_mid_batch_keeps_finished_pairs_and_the_summary(
+    tmp_path, monkeypatch, capsys, error, code, message
+):
+    a, b = pair_folders(tmp_path, ["p0.png", "p1.png", "p2.png"])
+    stop_at_second_pair(monkeypatch, error)
+    got, out = run_cli(tmp_path, f"target={a}", f"sample={b}", "model.pattern=c")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert got == code and len(err) == 1 and message in err[0], err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["name"] for d in summary["done"]] == ["p0"]
+    assert summary["stopped"]["name"] == "p1" and summary["not_run"] == ["p2"]
+    assert sorted(p.name for p in out.iterdir()) == ["p0", "summary.json"]  # no half pair
+    assert len(list((out / "p0").iterdir())) == 2 * 4 + 1
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_mid_batch_writes_the_summary(tmp_path, interrupt):
+    import os
+    import sys
+
+    from test_infer import ROOT
+
+    a, b = pair_folders(tmp_path, [f"p{i}.png" for i in range(6)], size=(200, 200))
+    out = tmp_path / "out"
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    code, text = interrupt(
+        [sys.executable, str(ROOT / "infer.py"), f"target={a}", f"sample={b}"]
+        + [f"output_dir={out}", "progress=true", "ckpt=null"],
+        b"2/12",
+        env,
+    )
+    assert code == 130 and "Traceback" not in text, text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"]["reason"] == "interrupted" and summary["not_run"]
+    for pair in summary["done"]:  # every pair folder is whole
+        assert len(json.loads((out / pair["name"] / "run.json").read_text())["runs"]) == 2
+    folders = {p.name for p in out.iterdir() if p.is_dir()}
+    assert folders == {d["name"] for d in summary["done"]}  # nothing hidden or half-written
+
+
+def test_folder_pairing_names_every_file_it_cannot_pair(tmp_path, capsys):
+    a, b = pair_folders(tmp_path, ["p0.png"])
+    small_png(a / "twice.png")
+    small_png(a / "twice.jpg")
+    small_png(b / "twice.png")
+    Image.open(small_png(tmp_path / "x.png")).save(a / "moving.gif")
+    small_png(b / "moving.png")
+    code, out = run_cli(tmp_path, f"target={a}", f"sample={b}", "model.pattern=c")
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0 and [d["name"] for d in summary["done"]] == ["moving", "p0"]
+    (failure,) = summary["failed"]
+    assert failure["name"] == "twice" and "2 files named twice.*" in failure["error"]
+    assert "twice.jpg, twice.png" in failure["error"]
+
+
+def test_a_pairs_csv_saved_by_a_spreadsheet_reads_its_header(tmp_path):
+    a, b = pair_folders(tmp_path, ["p0.png"])
+    listing = tmp_path / "pairs.csv"
+    listing.write_bytes("target,sample\r\nT/p0.png,S/p0.png\r\n".encode("utf-8-sig"))
+    assert [(p.name, p.error) for p in pairs_from_csv(listing)] == [("p0_p0", None)]
+
+
+def test_an_output_dir_inside_an_input_folder_is_refused(tmp_path, capsys):
+    a, b = pair_folders(tmp_path, ["p0.png"])
+    for out in (a, a / "results"):
+        code, _ = run_cli(tmp_path, f"target={a}", f"sample={b}", f"output_dir={out}")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "inside the input folder" in err[0], err
+    assert not (a / "results").exists() and sorted(p.name for p in a.iterdir()) == ["p0.png"]
+
+
+def test_a_batch_where_every_pair_fails_says_so_on_stderr(tmp_path, capsys):
+    a, b = pair_folders(tmp_path, [])
+    (a / "x.png").write_text("not an image")
+    small_png(b / "x.png")
+    code, out = run_cli(tmp_path, f"target={a}", f"sample={b}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"infer.py: error: every pair failed; see {out / 'summary.json'}"]

@@ -37,7 +37,7 @@ def run_cli(tmp_path, *overrides):
 def small_png(path, size=(24, 24), mode="RGB"):
     rng = np.random.default_rng(0)
     arr = (rng.random((*size, 3)) * 255).astype(np.uint8)
-    Image.fromarray(arr).convert(mode).save(path)
+    Image.fromarray(arr).convert(mode).save(path, format=Image.registered_extensions()[path.suffix])
     return path
 
 
