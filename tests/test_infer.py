@@ -330,3 +330,128 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt):
     ours = [line for line in text.replace("\r", "\n").splitlines() if "infer.py:" in line]
     assert ours == ["infer.py: interrupted; nothing more was written"], text
     assert "Traceback" not in text and not out.exists()
+
+
+NAMES = ["photo (1).png", "Café.png", "猫.png", "img[1].png", "a,b.png", "it's.png"]
+
+
+def test_file_names_people_have_reach_hydra_as_they_are(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spectral_resnet.cli import quote_paths
+
+    parser = OverridesParser.create()
+    for name in NAMES:
+        path = str(tmp_path / name)
+        for argv in ([f"target={path}"], [path]):  # an override, or the first positional
+            (arg,) = quote_paths(argv, ("target", "sample"))
+            assert parser.parse_overrides([arg])[0].value() == path, arg
+    assert quote_paths(["a.png", "b.png", "model.pattern=c"], ("target", "sample")) == [
+        "target='a.png'",
+        "sample='b.png'",
+        "model.pattern=c",
+    ]
+    assert quote_paths(["-m", "target=a.png,b.png"]) == ["-m", "target=a.png,b.png"]  # a sweep
+
+
+def test_positional_paths_with_awkward_names_run_end_to_end(tmp_path):
+    t, s = small_png(tmp_path / NAMES[0]), small_png(tmp_path / NAMES[5])
+    env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), str(t), str(s), "ckpt=null"]
+        + ["model.pattern=c", "direction=forward", f"output_dir={tmp_path / 'o'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "o" / "photo (1)_it's_c.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.paste.seeds=100000", "paste.seeds must be an integer in [1, 64]"),
+        ("model.paste.rotation=nan", "paste.rotation must be degrees in [-360, 360]"),
+        ("model.paste.rotation=inf", "paste.rotation must be degrees in [-360, 360]"),
+        ("model.shading.shadow_darkness=nan", "shading.shadow_darkness must be a number in"),
+        ("model.shading.thicken_time=1e9", "shading.thicken_time must be a number in [0, 200]"),
+        ("model.attention.threshold=2", "attention.threshold must be a number in [0, 1]"),
+        ("max_pixels=1", "max_pixels must be an integer in [2,"),
+        ("num_workers=1000", "num_workers must be an integer in [0, 64]"),
+        ("threads=0", "threads must be an integer in [1, 1024]"),
+    ],
+)
+def test_every_number_has_a_finite_range_named_in_one_line(tmp_path, capsys, override, message):
+    good = small_png(tmp_path / "good.png")
+    code, out = run_cli(tmp_path, f"target={good}", f"sample={good}", override)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("max_pixels=abc", "max_pixels=abc"),
+        ("num_workers=two", "num_workers=two"),
+        ("strict=maybe", "strict=maybe"),
+        ("model.paste.seeds=1.5", "model.paste.seeds=1.5"),
+    ],
+)
+def test_a_mistyped_option_is_one_line_and_exit_2_before_hydra(capsys, override, message):
+    from spectral_resnet.cli import check_overrides
+
+    with pytest.raises(SystemExit) as stop:
+        check_overrides("infer", [override], "infer.py")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_numeric_output_dir_is_a_folder_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = small_png(tmp_path / "good.png")
+    cfg = config([f"target={good}", f"sample={good}", "output_dir=123", "ckpt=null"])
+    cfg.model.pattern, cfg.progress = "c", False
+    assert cli_main(cfg) == 0 and (tmp_path / "123" / "run.json").is_file()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_the_python_api_takes_any_float_dtype(dtype):
+    from spectral_resnet import ShaderConfig, SpectralShader
+
+    shader = SpectralShader(ShaderConfig(pattern="c", spectrum={"k": 4})).eval()
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = shader(image.to(dtype), image.to(dtype))
+        reference = shader(image.to(dtype).float(), image.to(dtype).float())
+    assert out.image.dtype == torch.float32 and torch.equal(out.image, reference.image)
+
+
+def test_the_python_api_refuses_0_to_255_pixels_and_empty_batches():
+    from spectral_resnet import ShaderConfig, SpectralShader
+
+    shader = SpectralShader(ShaderConfig(pattern="c", spectrum={"k": 4})).eval()
+    image = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"target values span .*divide 0..255 pixels by 255"):
+        shader(image * 255, image)
+    with pytest.raises(ValueError, match="the batch is empty"):
+        shader(image[:0], image[:0])
+
+
+def test_a_float_tiff_of_0_to_255_values_loads_as_the_image_it_is(tmp_path):
+    values = np.random.default_rng(3).random((12, 14)).astype(np.float32) * 255
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    image = load_image(tmp_path / "f.tif")
+    assert torch.allclose(image[0], torch.from_numpy(values / 255), atol=1e-6)
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        load_image(tmp_path / "nan.tif")
+
+
+def test_a_bad_cache_size_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPECTRAL_RESNET_CACHE_GB", "-1")
+    code, out = run_cli(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "SPECTRAL_RESNET_CACHE_GB" in err[0] and not out.exists()

@@ -128,3 +128,55 @@ def test_cache_entry_with_a_valid_checksum_but_wrong_contents_is_recomputed(tmp_
     again = compute_spectrum(photo, k=4, cache=fresh)
     assert torch.isfinite(again.evecs).all() and again.seconds > 0  # recomputed, not trusted
     assert torch.allclose(again.evals, good.evals) and json.dumps(again.params)
+
+
+def test_the_disk_cache_keeps_its_size_cap_by_evicting_the_least_recently_used(tmp_path):
+    import os
+    import time
+
+    images = [torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    probe = SpectrumCache(tmp_path / "probe", max_bytes=2**30)
+    compute_spectrum(images[0], k=4, cache=probe)
+    entry = next((tmp_path / "probe").glob("*.pt")).stat().st_size
+    cache = SpectrumCache(tmp_path / "c", max_bytes=3 * entry + entry // 2)  # room for three
+    for i, image in enumerate(images[:3]):
+        compute_spectrum(image, k=4, cache=cache)
+        for f in cache.path.glob("*.pt"):  # mtimes a second apart: the order is unambiguous
+            os.utime(f, (f.stat().st_mtime - 1, f.stat().st_mtime - 1))
+    time.sleep(0.01)
+    cache.memory.clear()
+    first = compute_spectrum(images[0], k=4, cache=cache)  # a disk hit: now the newest
+    assert first.seconds == 0.0
+    compute_spectrum(images[3], k=4, cache=cache)  # over the cap: the oldest unused goes
+    sizes = [f.stat().st_size for f in cache.path.glob("*.pt")]
+    assert len(sizes) == 3 and sum(sizes) <= cache.max_bytes
+    cache.memory.clear()
+    assert compute_spectrum(images[0], k=4, cache=cache).seconds == 0.0  # kept: used lately
+    assert compute_spectrum(images[1], k=4, cache=cache).seconds > 0.0  # evicted
+
+
+def test_a_full_disk_is_one_warning_and_the_spectra_still_come(tmp_path, monkeypatch, caplog):
+    def full(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
+            "failed writing file data/0: file write failed"
+        )
+
+    monkeypatch.setattr(spectrum_module.torch, "save", full)
+    cache = SpectrumCache(tmp_path / "c")
+    for seed in range(3):
+        image = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(seed))
+        assert compute_spectrum(image, k=4, cache=cache).k == 4
+    warnings = [r for r in caplog.records if "cannot write the spectrum cache" in r.message]
+    assert len(warnings) == 1 and not list(cache.path.glob("*"))  # no temp file left either
+
+
+@pytest.mark.parametrize("value, files", [("0", 0), ("0.5", 1)])
+def test_the_cache_size_comes_from_the_environment(tmp_path, monkeypatch, value, files):
+    monkeypatch.setenv("SPECTRAL_RESNET_CACHE_GB", value)
+    cache = SpectrumCache(tmp_path / "c")
+    compute_spectrum(torch.rand(3, 10, 10), k=4, cache=cache)
+    assert len(list((tmp_path / "c").glob("*.pt"))) == files
+    monkeypatch.setenv("SPECTRAL_RESNET_CACHE_GB", "lots")
+    with pytest.raises(ValueError, match="SPECTRAL_RESNET_CACHE_GB must be a size in gigabytes"):
+        spectrum_module.cache_limit()

@@ -212,9 +212,11 @@ def test_component_retrieval_is_exact_for_the_true_flow_and_chance_for_random():
 
 
 def run_train(tmp_path, *args, timeout=600):
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags first, as people type them
+    overrides = [a for a in args if not a.startswith("-")]  # after TINY: these win
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, *TINY],
+        [sys.executable, str(ROOT / "train.py"), *flags, *TINY, *overrides],
         capture_output=True,
         text=True,
         env=env,
@@ -267,9 +269,15 @@ def test_eval_reads_a_folder_of_pairs_with_flow(tmp_path):
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     args = [sys.executable, "-m", "spectral_resnet.eval", f"pairs_dir={tmp_path}", "progress=false"]
     args.append("model.spectrum.k=6")
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    into = tmp_path / "new" / "folder" / "eval.json"  # a folder that does not exist yet
+    proc = subprocess.run([*args, f"json={into}"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| colour NN |" in proc.stdout and "| fmap |" in proc.stdout
+    assert "fmap" in json.loads(into.read_text())[str(tmp_path)]
+    for bad in (f"json={tmp_path}", "json=/proc/spectral_resnet/eval.json"):  # refused at once
+        proc = subprocess.run([*args, bad], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "json" in proc.stderr and "| fmap |" not in proc.stdout
     np.save(tmp_path / "flow" / "p0.npy", np.zeros((3, 3, 2)))
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 2 and "expected (H, W, 2)" in proc.stderr
@@ -292,6 +300,10 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
         ("model.pattern=zq", "unknown pattern"),
         ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer"),
         ("trainer.limit_train_batches=lots", "trainer.limit_train_batches must be a number"),
+        ("optim.optimizer.lr=-1", "Invalid learning rate"),
+        ("data.batch_size=0", "data.batch_size must be an integer in [1, 4096]"),
+        ("ckpt_path=/nonexistent.ckpt", "ckpt_path=/nonexistent.ckpt: file not found"),
+        ("export=/", "export=/ is a directory"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
@@ -302,6 +314,61 @@ def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, overrid
     assert len(errors) == 1 and errors[0].startswith("train.py: error:") and message in errors[0]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-m", "experiment=identity,bogus"],
+        ["-m", "model.spectrum.k=6,abc"],
+        ["--multirun", "model.paste.seeds=2,0"],
+    ],
+)
+def test_a_bad_override_under_multirun_is_one_line_exit_2(tmp_path, args):
+    proc = run_train(tmp_path, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error:"), proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def resume_cases(tmp_path, last: Path) -> dict:
+    """Checkpoints ckpt_path= cannot resume from, and what the one line says of each."""
+    import pickle
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:2000])
+    weights = SpectralShader.from_checkpoint(last).save(tmp_path / "weights.pt")
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps(print, protocol=4))  # a pickle that would run code
+    return {
+        truncated: "corrupt or not a PyTorch file",
+        weights: "model weights, not a train.py checkpoint",
+        evil: "corrupt or not a PyTorch file",
+        last: "trained with spectrum.k=6, this run has 8",
+    }
+
+
+def test_resuming_from_a_checkpoint_that_cannot_resume_is_one_line(tmp_path, capsys):
+    from spectral_resnet.training import cli_main
+
+    train(train_config(tmp_path / "first", "trainer.max_epochs=1", "test=false"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    for path, message in resume_cases(tmp_path, last).items():
+        extra = ["model.spectrum.k=8"] if path == last else []
+        cfg = train_config(tmp_path / "again", f"ckpt_path={path}", *extra)
+        with pytest.raises(SystemExit) as stop:
+            cli_main(cfg)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and len(err) == 1 and message in err[0], err
+        assert "weights_only" not in err[0]
+        assert not (tmp_path / "again").exists()
+
+
+def test_export_into_a_folder_that_does_not_exist_yet(tmp_path):
+    into = tmp_path / "new" / "sub" / "model.pt"
+    train(train_config(tmp_path / "run", "trainer.max_epochs=1", "test=false", f"export={into}"))
+    assert SpectralShader.from_checkpoint(into).config.spectrum.k == 6
 
 
 def test_an_unwritable_hydra_run_dir_is_one_line_exit_2(tmp_path):
