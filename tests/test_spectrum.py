@@ -139,7 +139,7 @@ def test_the_disk_cache_keeps_its_size_cap_by_evicting_the_least_recently_used(t
     compute_spectrum(images[0], k=4, cache=probe)
     entry = next((tmp_path / "probe").glob("*.pt")).stat().st_size
     cache = SpectrumCache(tmp_path / "c", max_bytes=3 * entry + entry // 2)  # room for three
-    for i, image in enumerate(images[:3]):
+    for image in images[:3]:
         compute_spectrum(image, k=4, cache=cache)
         for f in cache.path.glob("*.pt"):  # mtimes a second apart: the order is unambiguous
             os.utime(f, (f.stat().st_mtime - 1, f.stat().st_mtime - 1))
