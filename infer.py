@@ -1,8 +1,9 @@
-"""Shade image pairs: `python infer.py target=PATH sample=PATH pattern=cccc direction=both`.
+"""Shade image pairs: `python infer.py TARGET SAMPLE model.pattern=cccc direction=both`.
 
 With no arguments it runs the bundled demo pair (assets/toof.png, assets/tone.png) in both
 directions and writes the output images, activation heatmaps, seed overlays, contact
-sheets and a run.json into Hydra's run dir. See configs/infer.yaml for every option.
+sheets and a run.json into Hydra's run dir. The first two arguments without `=` are the
+target and the sample, any file name as it is. Every option: spectral_resnet.config.InferConfig.
 """
 
 import sys

@@ -139,7 +139,7 @@ class AttentionConfig:
         _positive("attention.chunk", self.chunk, integer=True, high=2**20)
         _positive("attention.hidden", self.hidden, integer=True, high=4096)
         check_range("attention.gate_bias", self.gate_bias, -1e5, 1e5)  # -1e4: a closed gate
-        check_range("attention.threshold", self.threshold, 0.0, 1.0)
+        check_range("attention.threshold", self.threshold, 0.0, 2.0)  # over 1: no copies
         if self.max_keys is not None:
             _positive("attention.max_keys", self.max_keys, integer=True, high=2**24)
 

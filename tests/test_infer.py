@@ -376,7 +376,7 @@ def test_positional_paths_with_awkward_names_run_end_to_end(tmp_path):
         ("model.paste.rotation=inf", "paste.rotation must be degrees in [-360, 360]"),
         ("model.shading.shadow_darkness=nan", "shading.shadow_darkness must be a number in"),
         ("model.shading.thicken_time=1e9", "shading.thicken_time must be a number in [0, 200]"),
-        ("model.attention.threshold=2", "attention.threshold must be a number in [0, 1]"),
+        ("model.attention.threshold=3", "attention.threshold must be a number in [0, 2]"),
         ("max_pixels=1", "max_pixels must be an integer in [2,"),
         ("num_workers=1000", "num_workers must be an integer in [0, 64]"),
         ("threads=0", "threads must be an integer in [1, 1024]"),
