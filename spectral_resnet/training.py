@@ -15,6 +15,7 @@ from spectral_resnet import PRETRAINED, viz
 from spectral_resnet.cli import (
     UsageError,
     build,
+    check_output_file,
     remove_failed_run_dir,
     set_threads,
     shader_config,
@@ -80,6 +81,8 @@ def check_resume(path: Path, model: SpectralShader) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns every logged metric as a float."""
     check_trainer(cfg.trainer)
+    if cfg.export and cfg.export != "pretrained":  # before the training whose result it keeps
+        check_output_file(Path(cfg.export), "export")
     set_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
