@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from torch import Tensor
 
 from spectral_resnet.spectral import Spectrum, compute_spectrum
+from spectral_resnet.spectral.graph import FLOOR
 
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
@@ -38,6 +39,7 @@ ARCHITECTURE = (
     "spectrum.connectivity",
     "spectrum.sigma",
     "spectrum.sigma_scale",
+    "spectrum.floor",
     "attention.qk_init",
     "attention.kernel",
     "attention.features",
@@ -72,6 +74,7 @@ class SpectrumConfig:
     connectivity: int = 4  # 4 or 8 neighbours
     sigma: float | None = None  # colour scale of the edge weights; null: adaptive
     sigma_scale: float = 1.0  # adaptive sigma = sigma_scale x RMS neighbour difference
+    floor: float = FLOOR  # least edge weight: low modes on regions, not specks (graph.py)
     cache: bool = True  # memory + disk spectrum cache
 
     def __post_init__(self):
@@ -88,6 +91,7 @@ class SpectrumConfig:
         if self.sigma is not None:
             _positive("spectrum.sigma", self.sigma, high=100.0)
         _positive("spectrum.sigma_scale", self.sigma_scale, high=100.0)
+        check_range("spectrum.floor", self.floor, 0.0, 0.5)
 
     def compute(self, image: Tensor) -> Spectrum:
         """Spectrum of one (3, H, W) image through the cache: the model and the data both
@@ -100,6 +104,7 @@ class SpectrumConfig:
             connectivity=self.connectivity,
             sigma=self.sigma,
             sigma_scale=self.sigma_scale,
+            floor=self.floor,
         )
 
 

@@ -23,6 +23,7 @@ from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
+LEGACY_FLOOR = 1e-6  # the edge-weight floor of checkpoints that do not name theirs
 RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
 
@@ -387,8 +388,12 @@ def read_checkpoint(path: str | Path) -> tuple[ShaderConfig, dict[str, Tensor]]:
         raise CheckpointError(
             f"checkpoint {path} carries no shader_config (written by an older version); retrain it"
         )
+    saved = blob["shader_config"]
+    if isinstance(saved.get("spectrum"), dict) and "floor" not in saved["spectrum"]:
+        # trained before the graph had a floor: on the graph it was trained on
+        saved = dict(saved, spectrum=dict(saved["spectrum"], floor=LEGACY_FLOOR))
     try:
-        config = ShaderConfig.from_dict(blob["shader_config"])
+        config = ShaderConfig.from_dict(saved)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} has an invalid shader_config: {err}") from None
     state = blob["state_dict"]

@@ -51,7 +51,7 @@ def test_auto_picks_dense_for_tiny_and_arpack_for_larger():
 def test_constant_image_has_known_spectrum():
     # a constant 1 x N image is a uniform path graph: normalised lambda_j = 1 - cos(pi j / (N - 1))
     n = 16
-    op = grid_laplacian(torch.full((3, 1, n), 0.5), sigma=1.0, min_weight=0.0)
+    op = grid_laplacian(torch.full((3, 1, n), 0.5), sigma=1.0, floor=0.0)
     pairs = eigenpairs(op, 5, "dense")
     expected = 1 - torch.cos(torch.pi * torch.arange(5, dtype=torch.float64) / (n - 1))
     assert torch.allclose(pairs.evals, expected, atol=1e-12)

@@ -51,17 +51,17 @@ def test_batched_matvec_matches_per_image():
 def test_weights_follow_colour_distance_and_sigma():
     img = torch.zeros(1, 1, 2)
     img[0, 0, 1] = 0.5  # two pixels, distance^2 = 0.25
-    op = grid_laplacian(img, sigma=0.5, min_weight=0.0)
+    op = grid_laplacian(img, sigma=0.5, floor=0.0)
     assert op.weights[0].item() == pytest.approx(np.exp(-1.0))
-    adaptive = grid_laplacian(img, sigma=None, min_weight=0.0)
+    adaptive = grid_laplacian(img, sigma=None, floor=0.0)
     assert adaptive.sigma.item() == pytest.approx(0.5)  # RMS neighbour difference
 
 
 def test_grey_option_uses_luminance():
     red = torch.zeros(3, 1, 2)
     red[0, 0, 1] = 1.0
-    colour = grid_laplacian(red, sigma=1.0, min_weight=0.0).weights[0].item()
-    grey = grid_laplacian(red, sigma=1.0, min_weight=0.0, color=False).weights[0].item()
+    colour = grid_laplacian(red, sigma=1.0, floor=0.0).weights[0].item()
+    grey = grid_laplacian(red, sigma=1.0, floor=0.0, color=False).weights[0].item()
     assert colour == pytest.approx(np.exp(-1.0))
     assert grey == pytest.approx(np.exp(-(0.299**2)))
 

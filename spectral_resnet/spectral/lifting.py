@@ -22,7 +22,7 @@ from spectral_resnet.spectral.eigensolvers import _orthonormal, _rayleigh_ritz
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
 from spectral_resnet.spectral.spectrum import Spectrum
 
-GRAPH_OPTIONS = ("connectivity", "sigma", "sigma_scale", "color", "min_weight")
+GRAPH_OPTIONS = ("connectivity", "sigma", "sigma_scale", "color", "floor")
 
 
 def _neighbours(size: int, low: int) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,7 @@ from spectral_resnet.spectral.eigensolvers import eigenpairs
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the graph's weight floor
 MEMORY_ENTRIES = 64
 DEFAULT_CACHE_GB = 2.0
 
