@@ -180,3 +180,29 @@ def test_the_cache_size_comes_from_the_environment(tmp_path, monkeypatch, value,
     monkeypatch.setenv("SPECTRAL_RESNET_CACHE_GB", "lots")
     with pytest.raises(ValueError, match="SPECTRAL_RESNET_CACHE_GB must be a size in gigabytes"):
         spectrum_module.cache_limit()
+
+
+@pytest.mark.parametrize("name", ["rocket", "coins"])
+def test_the_low_modes_of_a_photo_are_regions_not_specks(name):
+    """Without a weight floor, a photo's texture cuts pixels almost free and the low modes
+    sit on those specks; with the default floor, each mode spreads over regions."""
+    from spectral_resnet.data.real import PHOTOS, data_dir
+    from spectral_resnet.io import load_image
+    from spectral_resnet.model import resize, work_shape
+
+    photo = load_image(data_dir() / PHOTOS[name][0])
+    small = resize(photo[None], work_shape(photo.shape[-2:], 64))[0]
+    specks = compute_spectrum(small, k=8, cache=False, floor=1e-6).localisation()
+    regions = compute_spectrum(small, k=8, cache=False).localisation()
+    assert float(specks.median()) > 0.4 and float(regions.median()) < 0.1
+    assert float(regions.max()) < 0.25
+
+
+def test_localisation_knows_a_speck_from_a_smooth_mode():
+    n = 400
+    smooth = torch.stack([torch.ones(n), torch.linspace(-1, 1, n), torch.eye(n)[17]], 1)
+    spectrum = Spectrum(
+        torch.zeros(3), smooth / smooth.norm(dim=0), torch.ones(n), torch.zeros(n), (20, 20)
+    )
+    mass = spectrum.localisation()  # 1% of 400 pixels: the top 4
+    assert float(mass[1]) == pytest.approx(1.0) and float(mass[0]) < 0.05

@@ -103,6 +103,14 @@ class Spectrum:
             evals, self.evecs, energies, default_sigma if sigma is None else sigma
         )
 
+    def localisation(self, share: float = 0.01) -> Tensor:
+        """How much of each non-constant mode's squared mass sits on its top `share` of the
+        pixels, (k - 1,): near 1 for a speck, a few percent for a mode spread over regions."""
+        mass = self.evecs[:, 1:].double().square()
+        mass = mass / mass.sum(0, keepdim=True).clamp_min(1e-300)
+        top = max(1, round(share * self.n))
+        return mass.topk(top, dim=0).values.sum(0)
+
     def grid(self, values: Tensor) -> Tensor:
         """(n, ...) per-pixel values -> (..., H, W) maps."""
         h, w = self.shape
