@@ -311,12 +311,18 @@ class EvalConfig:
     segments: int = 6  # k-means segments of the sample for the mIoU
     json: str | None = None  # also write the results here
     metrics: list[str] = field(default_factory=lambda: ["pck@0.05", "miou"])  # a table each
+    # further checkpoints, each a row by its name: e.g. an ablation, {no_spectral: PATH}
+    checkpoints: Any = None
+    methods: list[str] | None = None  # only these rows (names as in the table); null: all
     progress: bool = True
     threads: int | None = 2  # torch CPU threads
 
     def __post_init__(self):
         check_range("pairs", self.pairs, 1, 100_000, integer=True)
         check_range("segments", self.segments, 2, 64, integer=True)
+        named = self.checkpoints or {}
+        if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
+            raise ValueError(f"checkpoints must be {{name: path, ...}}, got {self.checkpoints!r}")
         _threads(self.threads)
 
 

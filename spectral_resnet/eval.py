@@ -299,28 +299,46 @@ def table(results: dict[str, dict[str, dict[str, float]]], metric: str = "pck@0.
 
 
 def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker]]:
-    """The hand inits on the configured model, the checkpoint's model, and the baselines;
-    and the shaders' component pickers."""
+    """The hand inits on the configured model, the checkpoint's model, any further named
+    checkpoints (an ablation's rows), and the baselines; and the shaders' component pickers.
+    `methods`, when set, keeps only the methods it names."""
     config = shader_config(cfg.model)
+    wanted = set(cfg.methods) if cfg.methods else None
+    named = dict(cfg.checkpoints or {})
+    known = [*HAND_INITS, "learned", *named, *BASELINES]
+    unknown = sorted((wanted or set()) - set(known))
+    if unknown:
+        raise UsageError(f"unknown method(s) {unknown} in methods=; choose from {known}")
+    keep = (lambda name: True) if wanted is None else (lambda name: name in wanted)
     methods: dict[str, Matcher] = {}
     pickers: dict[str, Picker] = {}
-    for name, init in (
-        ("identity (seed baseline)", "identity"),
-        ("fmap", "fmap"),
-        ("descriptor", "descriptor"),
-        ("patch (W = I)", "patch"),
-    ):
-        hand = replace(config, attention=replace(config.attention, qk_init=init, features=None))
-        shader = SpectralShader(hand).eval()
-        methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
-    if cfg.ckpt:
-        path = PRETRAINED if cfg.ckpt == "pretrained" else Path(cfg.ckpt)
-        shader = SpectralShader.from_checkpoint(path).eval()
-        methods["learned"], pickers["learned"] = shader_matcher(shader), shader_picker(shader)
-    methods["colour NN"] = colour_nn
-    methods["patch NN (7x7 SSD)"] = patch_nn
-    methods["descriptor NN (HKS+WKS+colour)"] = lambda t, s: descriptor_nn(t, s, config.spectrum.k)
+    for name, init in HAND_INITS.items():
+        if keep(name):
+            hand = replace(config, attention=replace(config.attention, qk_init=init, features=None))
+            shader = SpectralShader(hand).eval()
+            methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
+    checkpoints = {"learned": cfg.ckpt, **named} if cfg.ckpt else named
+    for name, ckpt in checkpoints.items():
+        if keep(name):
+            path = PRETRAINED if ckpt == "pretrained" else Path(ckpt)
+            shader = SpectralShader.from_checkpoint(path).eval()
+            methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
+    baselines: dict[str, Matcher] = {
+        "colour NN": colour_nn,
+        "patch NN (7x7 SSD)": patch_nn,
+        "descriptor NN (HKS+WKS+colour)": lambda t, s: descriptor_nn(t, s, config.spectrum.k),
+    }
+    methods.update({name: m for name, m in baselines.items() if keep(name)})
     return methods, pickers
+
+
+HAND_INITS = {
+    "identity (seed baseline)": "identity",
+    "fmap": "fmap",
+    "descriptor": "descriptor",
+    "patch (W = I)": "patch",
+}
+BASELINES = ("colour NN", "patch NN (7x7 SSD)", "descriptor NN (HKS+WKS+colour)")
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
