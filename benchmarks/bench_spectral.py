@@ -31,7 +31,7 @@ from spectral_resnet.spectral import compute_spectrum, eigenpairs, grid_laplacia
 from spectral_resnet.spectral.graph import FLOOR
 
 GRAPHS = (("no floor (old)", 1e-6), (f"floor {FLOOR} (default)", FLOOR))
-PCK_SETS = ("real 64 rot 0", "real 64 rot 20", "real 64 rot 45", "real 128 rot 20")
+PCK_SETS = ("real 64 rot 20", "real 64 rot 45", "real 128 rot 20", "real 128 rot 45", "real 64 rot 0")
 
 # (label, method, options); the first row is the reference every ratio divides by
 SOLVERS = [
