@@ -369,8 +369,9 @@ class SpectralShader(nn.Module):
         self.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def read_checkpoint(path: str | Path) -> tuple[ShaderConfig, dict[str, Tensor]]:
-    """A checkpoint's ShaderConfig and model weights, checked; one-line CheckpointError else."""
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file's contents, unpickled safely (weights only) and holding a state_dict;
+    one-line CheckpointError else."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; pass the .ckpt file in it")
@@ -384,6 +385,16 @@ def read_checkpoint(path: str | Path) -> tuple[ShaderConfig, dict[str, Tensor]]:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file") from None
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} has no state_dict; expected one from train.py")
+    return blob
+
+
+def read_checkpoint(
+    path: str | Path, blob: dict | None = None
+) -> tuple[ShaderConfig, dict[str, Tensor]]:
+    """A checkpoint's ShaderConfig and model weights, checked; one-line CheckpointError else.
+    blob: `load_checkpoint(path)`'s contents, when the caller has read them already."""
+    path = Path(path)
+    blob = load_checkpoint(path) if blob is None else blob
     if not isinstance(blob.get("shader_config"), dict):
         raise CheckpointError(
             f"checkpoint {path} carries no shader_config (written by an older version); retrain it"

@@ -24,7 +24,7 @@ from spectral_resnet.cli import (
 )
 from spectral_resnet.config import ARCHITECTURE
 from spectral_resnet.io import save_image
-from spectral_resnet.model import CheckpointError, SpectralShader, read_checkpoint
+from spectral_resnet.model import CheckpointError, SpectralShader, load_checkpoint, read_checkpoint
 
 TRAINER_COUNTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "log_every_n_steps")
 TRAINER_AMOUNTS = ("limit_train_batches", "limit_val_batches", "val_check_interval")
@@ -57,10 +57,10 @@ def check_resume(path: Path, model: SpectralShader) -> None:
     """ckpt_path is a train.py checkpoint of this very model, checked before the run starts:
     torch.load's and Lightning's own failures are tracebacks (and advice to unpickle)."""
     try:
-        saved, state = read_checkpoint(path)
+        blob = load_checkpoint(path)
+        saved, state = read_checkpoint(path, blob)
     except CheckpointError as err:
         raise CheckpointError(f"ckpt_path: {err}") from None
-    blob = torch.load(path, map_location="cpu", weights_only=True)  # read_checkpoint's check
     if "pytorch-lightning_version" not in blob or "optimizer_states" not in blob:
         raise CheckpointError(
             f"ckpt_path={path} is model weights, not a train.py checkpoint to resume; "
