@@ -1,0 +1,197 @@
+"""The learned stack: a conv stem gives every pixel learned local features, and residual
+layers refine the two token streams (target and sample) before the matching head.
+
+    s  SpectralLayer  each image along its own graph: Phi g(Lambda) Phi^T V f, per head
+    x  CrossLayer     each stream reads the other: linear (elu + 1) attention, multi-head
+
+Every layer owns its projections and FFN and is pre-norm, nanoGPT's block:
+`f = f + mix(norm(f))`, then `f = f + ffn(norm(f))`. Tokens are (B, n, d) in row-major
+pixel order at the working resolution, as the hand-made tokens are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spectral_resnet.spectral import Spectrum
+
+FILTER_BUMPS = 8  # Gaussian bumps over lambda / lambda_max that span each head's g(lambda)
+STREAM_LETTERS = ("s", "x")
+
+
+class ConvStem(nn.Module):
+    """Dilated 3x3 conv + GroupNorm + ReLU layers: learned local features, one per pixel.
+
+    Each image is standardised per channel first, so brightness and contrast changes between
+    the two images do not reach the features; GroupNorm keeps no running statistics, so a
+    batch of one at inference behaves as in training.
+    """
+
+    def __init__(self, *, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for d in dilations:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=d, dilation=d, padding_mode="reflect"),
+                nn.GroupNorm(8 if width % 8 == 0 else 1, width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, width, 1)  # linear read-out: features may be negative
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H W, width)."""
+        mean = image.mean((2, 3), keepdim=True)
+        std = image.std((2, 3), keepdim=True).clamp_min(1e-3)
+        return self.out(self.body((image - mean) / std)).flatten(2).transpose(1, 2)
+
+
+class FFN(nn.Module):
+    """Per-token MLP, 2x wide: where a layer turns what it gathered into new features."""
+
+    def __init__(self, *, width: int):
+        super().__init__()
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(f)))
+
+
+class SpectralFilter(nn.Module):
+    """Self-attention along an image's own graph: Phi g_h(Lambda) Phi^T (V f) for each head h.
+
+    g_h is a learned response over the k lowest modes (a mix of bumps in lambda / lambda_max),
+    so a head can pass the regions (low modes), the finer parts or the global mean. It costs
+    O(n k d), never n x n, and is a function of the operator Phi g(Lambda) Phi^T alone:
+    flipping an eigenvector's sign, or rotating a basis inside a repeated eigenvalue,
+    leaves it unchanged.
+    """
+
+    def __init__(self, *, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.v, self.out = nn.Linear(width, width), nn.Linear(width, width)
+        # the bumps overlap to a sum near 1.6: this start passes every mode at gain ~1,
+        # the projection onto the regions; training shapes each head's band
+        self.g = nn.Parameter(torch.full((heads, FILTER_BUMPS), 0.6))
+
+    def response(self, evals: Tensor) -> Tensor:
+        """Each head's gain per mode: evals (B, k) -> (B, heads, k)."""
+        x = evals / evals[:, -1:].clamp_min(1e-12)  # (B, k) in [0, 1]
+        centres = torch.linspace(0, 1, FILTER_BUMPS, device=evals.device, dtype=evals.dtype)
+        basis = torch.exp(-(((x[..., None] - centres) * FILTER_BUMPS) ** 2))  # (B, k, J)
+        return torch.einsum("hj,bkj->bhk", self.g, basis)
+
+    def forward(self, f: Tensor, evecs: Tensor, evals: Tensor) -> Tensor:
+        """f (B, n, d), evecs (B, n, k), evals (B, k) -> messages (B, n, d)."""
+        v = self.v(f).unflatten(-1, (self.heads, -1))  # (B, n, H, d_h)
+        coeff = torch.einsum("bnk,bnhe->bhke", evecs, v)  # Phi^T V f: (B, H, k, d_h)
+        coeff = coeff * self.response(evals)[..., None]
+        msg = torch.einsum("bnk,bhke->bnhe", evecs, coeff)  # (B, n, H, d_h)
+        return self.out(msg.flatten(2))
+
+
+def _positive(x: Tensor) -> Tensor:
+    return F.elu(x) + 1
+
+
+class LinearCrossAttention(nn.Module):
+    """Multi-head linear attention of queries from one stream over keys of the other, with the
+    positive (elu + 1) feature map and normaliser: an average of the other image's values,
+    O(n d^2), so 65k-token images at the working size stay cheap."""
+
+    def __init__(self, *, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k = nn.Linear(width, width), nn.Linear(width, width)
+        self.v, self.out = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, f: Tensor, other: Tensor) -> Tensor:
+        """f (B, n, d) reads other (B, m, d) -> (B, n, d)."""
+        q = _positive(self.q(f).unflatten(-1, (self.heads, -1)))  # (B, n, H, d_h)
+        k = _positive(self.k(other).unflatten(-1, (self.heads, -1)))  # (B, m, H, d_h)
+        v = self.v(other).unflatten(-1, (self.heads, -1))  # (B, m, H, d_h)
+        kv = torch.einsum("bmhd,bmhe->bhde", k, v) / other.shape[1]  # (B, H, d_h, d_h)
+        norm = torch.einsum("bnhd,bhd->bnh", q, k.mean(1)).clamp_min(1e-6)  # (B, n, H)
+        out = torch.einsum("bnhd,bhde->bnhe", q, kv) / norm[..., None]
+        return self.out(out.flatten(2))
+
+
+class SpectralLayer(nn.Module):
+    """'s': each stream along its own image's graph, then an FFN."""
+
+    def __init__(self, *, width: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn, self.ffn = SpectralFilter(width=width, heads=heads), FFN(width=width)
+
+    def stream(self, f: Tensor, evecs: Tensor, evals: Tensor) -> Tensor:
+        f = f + self.attn(self.norm1(f), evecs, evals)
+        return f + self.ffn(self.norm2(f))
+
+    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
+        return (
+            self.stream(f_t, spectra.target_evecs, spectra.target_evals),
+            self.stream(f_s, spectra.sample_evecs, spectra.sample_evals),
+        )
+
+
+class CrossLayer(nn.Module):
+    """'x': each stream reads the other with the same weights (both ways, as LoFTR), then an
+    FFN."""
+
+    def __init__(self, *, width: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn, self.ffn = LinearCrossAttention(width=width, heads=heads), FFN(width=width)
+
+    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
+        a_t, a_s = self.norm1(f_t), self.norm1(f_s)
+        f_t, f_s = f_t + self.attn(a_t, a_s), f_s + self.attn(a_s, a_t)
+        return f_t + self.ffn(self.norm2(f_t)), f_s + self.ffn(self.norm2(f_s))
+
+
+@dataclass(frozen=True)
+class StreamSpectra:
+    """The eigenpairs of a batch's targets and samples, stacked for the 's' layers."""
+
+    target_evecs: Tensor  # (B, n_t, k)
+    target_evals: Tensor  # (B, k)
+    sample_evecs: Tensor  # (B, n_s, k)
+    sample_evals: Tensor  # (B, k)
+
+    @classmethod
+    def of(cls, target: list[Spectrum], sample: list[Spectrum]) -> StreamSpectra:
+        """From one Spectrum per image."""
+        return cls(
+            torch.stack([s.evecs for s in target]),
+            torch.stack([s.evals for s in target]),
+            torch.stack([s.evecs for s in sample]),
+            torch.stack([s.evals for s in sample]),
+        )
+
+
+LAYERS = {"s": SpectralLayer, "x": CrossLayer}
+
+
+class Stack(nn.Module):
+    """Tokens of both images -> a shared embedding -> the layers in order -> a final norm."""
+
+    def __init__(self, *, layers: str, dim: int, width: int, heads: int):
+        super().__init__()
+        self.embed = nn.Linear(dim, width)
+        self.layers = nn.ModuleList(LAYERS[c](width=width, heads=heads) for c in layers)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
+        """(B, n_t, dim), (B, n_s, dim) -> (B, n_t, width), (B, n_s, width)."""
+        f_t, f_s = self.embed(f_t), self.embed(f_s)
+        for layer in self.layers:
+            f_t, f_s = layer(f_t, f_s, spectra)
+        return self.norm(f_t), self.norm(f_s)

@@ -1,0 +1,130 @@
+"""The learned stack's layers against dense references, and their invariances."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spectral_resnet.stack import (
+    ConvStem,
+    CrossLayer,
+    LinearCrossAttention,
+    SpectralFilter,
+    SpectralLayer,
+    Stack,
+    StreamSpectra,
+)
+
+
+def orthonormal(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))[0]
+
+
+def filter_and_inputs(n=40, k=6, width=8, heads=2):
+    torch.manual_seed(0)
+    layer = SpectralFilter(width=width, heads=heads).double()
+    with torch.no_grad():
+        layer.g.normal_()  # a filter with a different band per head
+    f = torch.randn(2, n, width, dtype=torch.float64)
+    evecs = torch.stack([orthonormal(n, k, 1), orthonormal(n, k, 2)])
+    evals = torch.tensor([[0.0, 0.1, 0.3, 0.3, 0.7, 1.2], [0.0, 0.2, 0.2, 0.5, 0.9, 1.0]])
+    return layer, f, evecs, evals.double()
+
+
+def test_spectral_filter_matches_the_dense_operator():
+    layer, f, evecs, evals = filter_and_inputs()
+    got = layer(f, evecs, evals)
+    gains = layer.response(evals)  # (B, H, k)
+    v = layer.v(f).unflatten(-1, (layer.heads, -1))
+    want = []
+    for b in range(f.shape[0]):
+        heads = []
+        for h in range(layer.heads):
+            dense = evecs[b] @ torch.diag(gains[b, h]) @ evecs[b].T  # (n, n)
+            heads.append(dense @ v[b, :, h])
+        want.append(layer.out(torch.cat(heads, -1)))
+    torch.testing.assert_close(got, torch.stack(want))
+
+
+def test_spectral_filter_is_blind_to_eigenvector_signs_and_bases():
+    layer, f, evecs, evals = filter_and_inputs()
+    base = layer(f, evecs, evals)
+    signs = torch.tensor([1.0, -1, 1, -1, -1, 1], dtype=torch.float64)
+    torch.testing.assert_close(layer(f, evecs * signs, evals), base)
+    # rotate each image's basis inside its repeated eigenvalue (columns 2, 3 and 1, 2)
+    rotated = evecs.clone()
+    c, s = torch.cos(torch.tensor(0.7)), torch.sin(torch.tensor(0.7))
+    turn = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    rotated[0, :, 2:4] = evecs[0, :, 2:4] @ turn
+    rotated[1, :, 1:3] = evecs[1, :, 1:3] @ turn
+    torch.testing.assert_close(layer(f, rotated, evals), base)
+    # a rotation across *different* eigenvalues is a different operator: the test can fail
+    mixed = evecs.clone()
+    mixed[0, :, 0:2] = evecs[0, :, 0:2] @ turn
+    assert not torch.allclose(layer(f, mixed, evals), base)
+
+
+def test_linear_cross_attention_matches_the_dense_average():
+    torch.manual_seed(0)
+    attn = LinearCrossAttention(width=8, heads=2).double()
+    f, other = torch.randn(1, 30, 8).double(), torch.randn(1, 50, 8).double()
+    got = attn(f, other)
+    q = (F.elu(attn.q(f)) + 1).unflatten(-1, (2, -1))
+    k = (F.elu(attn.k(other)) + 1).unflatten(-1, (2, -1))
+    v = attn.v(other).unflatten(-1, (2, -1))
+    heads = []
+    for h in range(2):
+        a = q[0, :, h] @ k[0, :, h].T  # (n, m) positive scores
+        heads.append((a / a.sum(1, keepdim=True)) @ v[0, :, h])  # rows sum to 1
+    torch.testing.assert_close(got, attn.out(torch.cat(heads, -1))[None])
+
+
+def test_cross_layer_ignores_the_order_of_the_other_images_tokens():
+    torch.manual_seed(0)
+    layer = CrossLayer(width=8, heads=2)
+    f_t, f_s = torch.randn(1, 20, 8), torch.randn(1, 30, 8)
+    perm = torch.randperm(30)
+    t1, s1 = layer(f_t, f_s, None)
+    t2, s2 = layer(f_t, f_s[:, perm], None)
+    torch.testing.assert_close(t1, t2)
+    torch.testing.assert_close(s1[:, perm], s2)
+
+
+def test_conv_stem_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    stem = ConvStem(width=16, dilations=(1, 2))
+    image = torch.rand(1, 3, 24, 20) * 0.5 + 0.2
+    feats = stem(image)
+    assert feats.shape == (1, 24 * 20, 16)
+    torch.testing.assert_close(stem(0.8 * image + 0.1), feats, atol=1e-4, rtol=1e-4)
+
+
+def test_every_stack_parameter_learns():
+    torch.manual_seed(0)
+    n, k = 12 * 10, 5
+    stack = Stack(layers="sxs", dim=7, width=16, heads=4)
+    evals = torch.linspace(0, 1, k)[None]
+    spectra = StreamSpectra(
+        orthonormal(n, k, 1).float()[None], evals, orthonormal(n, k, 2).float()[None], evals
+    )
+    f_t, f_s = stack(torch.randn(1, n, 7), torch.randn(1, n, 7), spectra)
+    assert f_t.shape == f_s.shape == (1, n, 16)
+    (f_t * torch.randn_like(f_t)).sum().backward()
+    dead = [name for name, p in stack.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not dead
+
+
+@pytest.mark.parametrize("layer", [SpectralLayer, CrossLayer])
+def test_layers_are_residual_and_prenorm(layer):
+    """Zeroing a layer's output projections leaves the stream as it was: f = f + mix(norm(f))."""
+    torch.manual_seed(0)
+    block = layer(width=8, heads=2)
+    with torch.no_grad():
+        block.attn.out.weight.zero_(), block.attn.out.bias.zero_()
+        block.ffn.down.weight.zero_(), block.ffn.down.bias.zero_()
+    f_t, f_s = 100 * torch.randn(1, 16, 8), torch.randn(1, 16, 8)
+    evecs, evals = orthonormal(16, 3).float()[None], torch.tensor([[0.0, 0.5, 1.0]])
+    spectra = StreamSpectra(evecs, evals, evecs, evals)
+    t, s = block(f_t, f_s, spectra)
+    torch.testing.assert_close(t, f_t)
+    torch.testing.assert_close(s, f_s)
