@@ -8,11 +8,12 @@ from spectral_resnet.config import (
     ShaderConfig,
     ShadingConfig,
     SpectrumConfig,
+    StackConfig,
 )
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import ShaderOutput, SpectralShader
 
-# the shipped learned Q/K (+ FFN): `python train.py experiment=pretrained` rebuilds it
+# the shipped weights: `python train.py experiment=pretrained` rebuilds them
 PRETRAINED = Path(__file__).resolve().parent / "weights" / "pretrained.pt"
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ShadingConfig",
     "SpectralShader",
     "SpectrumConfig",
+    "StackConfig",
     "load_image",
     "save_image",
 ]

@@ -1,13 +1,12 @@
-"""The residual stack's blocks: one class per pattern letter, registered in BLOCKS.
+"""The image ops of a pattern: one class per letter, registered in BLOCKS. They act on the
+image and read the head's attention between the stack's final features (the PairContext).
 
-Every block maps (h, ctx, prev) -> (h, BlockOutput): h is the residual stream (B, 3, H, W),
+Every block maps (h, ctx, prev) -> (h, BlockOutput): h is the image being shaded (B, 3, H, W),
 ctx the immutable PairContext, prev the previous block's record (None for the first).
 What flows forward (the activation, the latest copy's alpha, the seeds used so far) is a
 named field of the record, which every block passes on; no block mutates shared state.
 
     c  SegmentPaste    the seed's retrieval: seeds -> one sample component each -> placed paste
-    x  CrossAttention  soft cross-attention blend: attention -> FFN -> h + gate * delta
-    s  SelfAttention   smooth along the target's own graph: attention -> FFN -> h + gate * delta
     t  Thicken         heat-kernel dilation of the ink that was copied or activated
     h  Shadow          drop shadow under what was copied
     f  FuzzAnnihilator revert transferred fragments smaller than paste.min_area
@@ -34,7 +33,6 @@ class PairContext:
     """Everything the blocks need about the (target, sample) pair, computed once per forward."""
 
     cross: ProjectedAttention  # target queries against sample keys
-    self_attention: ProjectedAttention | None  # target against itself ('x' and 's' blocks)
     sample_values: Tensor  # (B, n_s, 4) sample colour (3) and boundary strength (1)
     target_boundary: Tensor  # (B, n_t) boundary strength of the target
     sample_boundary: Tensor  # (B, n_s)
@@ -48,8 +46,8 @@ class PairContext:
     @cached_property
     def retrieved(self) -> Tensor:
         """Cross-attention retrieval of the sample's colours and boundary strength for every
-        target token, (B, n_t, 4); computed once per context, only when a block reads it
-        ('x' blocks; pastes read the activation alone)."""
+        target token, (B, n_t, 4); computed once per context, only when read (the low-rank
+        kernel's evidence is its boundary channel)."""
         return self.cross(self.sample_values, self.sample_boundary)
 
     @cached_property
@@ -123,91 +121,6 @@ def to_stream(tokens: Tensor, ctx: PairContext, shape: tuple[int, int]) -> Tenso
     if tuple(ctx.work_shape) != tuple(shape):
         maps = F.interpolate(maps, size=shape, mode="bilinear", align_corners=False)
     return maps
-
-
-def self_attend(h: Tensor, ctx: PairContext) -> Tensor:
-    """Target self-attention over the residual stream: (B, n_t, C) at the working resolution."""
-    if tuple(ctx.work_shape) != tuple(h.shape[-2:]):
-        h = F.interpolate(h, size=ctx.work_shape, mode="area")
-    return ctx.self_attention(h.flatten(2).transpose(1, 2), ctx.target_boundary)
-
-
-class FFN(nn.Module):
-    """A bank of per-pixel linear functions of [h, self_out, cross_out, act] -> (delta, gate logit).
-
-    A linear path plus a zero-initialised MLP (1x1 convs), so the hand initialisation is
-    exact: delta = a - h and a constant gate logit, i.e. h + g (a - h) = (1 - g) h + g a.
-    """
-
-    def __init__(
-        self,
-        *,
-        channels: int = 3,
-        hidden: int = 32,
-        source: str = "cross",
-        gate_bias: float = 2.0,
-        learnable: bool = False,
-    ):
-        super().__init__()
-        c = channels
-        in_ch = 3 * c + 1  # h, self_out, cross_out, activation
-        self.linear = nn.Conv2d(in_ch, c + 1, 1)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(in_ch, hidden, 1), nn.GELU(), nn.Conv2d(hidden, c + 1, 1)
-        )
-        first = 2 * c if source == "cross" else c  # where the blended-towards input starts
-        with torch.no_grad():
-            w = torch.zeros(c + 1, in_ch)
-            w[:c, :c] = -torch.eye(c)  # - h
-            w[:c, first : first + c] = torch.eye(c)  # + a
-            self.linear.weight.copy_(w[:, :, None, None])
-            self.linear.bias.zero_()
-            self.linear.bias[c] = gate_bias
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
-        self.requires_grad_(learnable)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.linear(x) + self.mlp(x)  # (B, C + 1, H, W)
-        return out[:, :-1], out[:, -1:]
-
-
-class CrossAttention(nn.Module):
-    """'x': self + cross attention -> FFN -> `h = h + gate * delta`, gated by the activation."""
-
-    def __init__(self, config: ShaderConfig):
-        super().__init__()
-        a = config.attention
-        self.threshold = a.threshold
-        self.ffn = FFN(hidden=a.hidden, source="cross", gate_bias=a.gate_bias, learnable=a.trains)
-
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
-        shape = h.shape[-2:]
-        cross_out = ctx.retrieved[..., :3]  # (B, n_t, 3) sample colours
-        self_map = to_stream(self_attend(h, ctx), ctx, shape)  # (B, C, H, W)
-        cross_map = to_stream(cross_out, ctx, shape)  # (B, C, H, W)
-        act_map = ctx.activation  # (B, 1, H, W)
-        delta, gate_logit = self.ffn(torch.cat([h, self_map, cross_map, act_map], 1))
-        gate = torch.sigmoid(gate_logit) * shading.activation_gate(act_map, self.threshold)
-        record = BlockOutput("x", act_map, gate, cross_map, **{**passed_on(prev), "alpha": gate})
-        return h + gate * delta, record
-
-
-class SelfAttention(nn.Module):
-    """'s': target self-attention -> FFN -> `h = h + gate * delta` (no sample involved)."""
-
-    def __init__(self, config: ShaderConfig):
-        super().__init__()
-        a = config.attention
-        self.ffn = FFN(hidden=a.hidden, source="self", gate_bias=a.gate_bias, learnable=a.trains)
-
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
-        self_map = to_stream(self_attend(h, ctx), ctx, h.shape[-2:])  # (B, C, H, W)
-        act_map = torch.ones_like(h[:, :1])
-        delta, gate_logit = self.ffn(torch.cat([h, self_map, self_map, act_map], 1))
-        gate = torch.sigmoid(gate_logit)
-        record = BlockOutput("s", act_map, gate, self_map, **passed_on(prev))
-        return h + gate * delta, record
 
 
 def unique_assignment(score: Tensor) -> Tensor:
@@ -574,8 +487,6 @@ class FuzzAnnihilator(nn.Module):
 
 BLOCKS: dict[str, type[nn.Module]] = {
     "c": SegmentPaste,
-    "x": CrossAttention,
-    "s": SelfAttention,
     "t": Thicken,
     "h": Shadow,
     "f": FuzzAnnihilator,

@@ -25,10 +25,12 @@ from torch import Tensor
 
 from spectral_resnet.spectral import Spectrum, compute_spectrum
 from spectral_resnet.spectral.graph import FLOOR
+from spectral_resnet.stack import LAYERS
 
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
-FEATURES = ("evecs", "hks", "wks", "color", "boundary", "context", "patch")
+FEATURES = ("stem", "evecs", "hks", "wks", "color", "boundary", "context", "patch")
+LEARNED_FEATURES = ("stem",)  # made by the model's own layers, so they need qk_init=learned
 MAX_K = 512  # eigenpairs a spectrum may ask for: a memory guard, far above any use here
 MAX_SEEDS = 64
 MAX_WORK_SIZE = 4096  # spectra and attention at 4096^2 take minutes and gigabytes already
@@ -46,8 +48,11 @@ ARCHITECTURE = (
     "attention.learnable",
     "attention.tied",
     "attention.softmax_scale",
-    "attention.hidden",
-    "attention.gate_bias",
+    "stack.layers",
+    "stack.width",
+    "stack.heads",
+    "stack.stem_width",
+    "stack.stem_dilations",
 )
 
 
@@ -110,7 +115,7 @@ class SpectrumConfig:
 
 @dataclass
 class AttentionConfig:
-    """Tokens, Q/K projections and the attention kernel, plus the soft blocks' FFN."""
+    """Tokens, the matching head's Q/K projections and the attention kernel."""
 
     qk_init: str = (
         "fmap"  # identity (the seed's baseline) | fmap | descriptor | patch | random | learned
@@ -120,8 +125,6 @@ class AttentionConfig:
     learnable: bool | None = None  # null: only qk_init=learned trains
     tied: bool = False  # one projection for both sides (W_k = W_q): a learned metric
     softmax_scale: float = 10.0  # initial temperature of the cosine scores (softmax kernel)
-    hidden: int = 32  # FFN hidden width of the soft blocks
-    gate_bias: float = 2.0  # initial gate logit of the soft blocks
     threshold: float = 0.2  # activation threshold of gates and seeds
     chunk: int = 4096  # softmax query chunk
     max_keys: int | None = 4096  # softmax: keys kept (the strongest boundary pixels); null: all
@@ -132,7 +135,7 @@ class AttentionConfig:
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown attention kernel {self.kernel!r}; choose one of {KERNELS}")
         if self.features is not None:
-            self.features = list(self.features)
+            self.features = sorted(self.features, key=lambda kind: kind != "stem")  # stem first
             unknown = sorted(set(self.features) - set(FEATURES))
             if unknown or not self.features:
                 raise ValueError(f"unknown token features {unknown}; choose from {FEATURES}")
@@ -142,8 +145,6 @@ class AttentionConfig:
             )
         _positive("attention.softmax_scale", self.softmax_scale, high=1000.0)
         _positive("attention.chunk", self.chunk, integer=True, high=2**20)
-        _positive("attention.hidden", self.hidden, integer=True, high=4096)
-        check_range("attention.gate_bias", self.gate_bias, -1e5, 1e5)  # -1e4: a closed gate
         check_range("attention.threshold", self.threshold, 0.0, 2.0)  # over 1: no copies
         if self.max_keys is not None:
             _positive("attention.max_keys", self.max_keys, integer=True, high=2**24)
@@ -162,6 +163,42 @@ class AttentionConfig:
     @property
     def trains(self) -> bool:
         return self.qk_init == "learned" if self.learnable is None else bool(self.learnable)
+
+
+@dataclass
+class StackConfig:
+    """The learned stack between the tokens and the head: stream layers in order ('s' along
+    each image's own graph, 'x' across the pair; spectral_resnet.stack) and the conv stem
+    that the 'stem' token feature runs."""
+
+    layers: str = ""  # e.g. "sxsx"; "": the tokens go straight to the head
+    width: int = 64  # token width inside the layers
+    heads: int = 4
+    stem_width: int = 64  # channels of the conv stem ('stem' in attention.features)
+    stem_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+
+    def __post_init__(self):
+        if not isinstance(self.layers, str) or set(self.layers) - set(LAYERS):
+            raise ValueError(
+                f"stack.layers must be a string of {tuple(LAYERS)} (s: spectral self-attention, "
+                f"x: cross-attention), got {self.layers!r}"
+            )
+        _positive("stack.width", self.width, integer=True, high=4096)
+        _positive("stack.heads", self.heads, integer=True, high=64)
+        if self.width % self.heads:
+            raise ValueError(
+                f"stack.width={self.width} must be a multiple of stack.heads={self.heads}"
+            )
+        _positive("stack.stem_width", self.stem_width, integer=True, high=4096)
+        self.stem_dilations = list(self.stem_dilations)
+        if not self.stem_dilations:
+            raise ValueError("stack.stem_dilations must name at least one layer, e.g. [1, 2, 4, 8]")
+        for d in self.stem_dilations:
+            check_range("stack.stem_dilations", d, 1, 64, integer=True)
+
+    @property
+    def learned(self) -> bool:
+        return bool(self.layers)
 
 
 @dataclass
@@ -231,6 +268,7 @@ class ShaderConfig:
     refresh_target: bool = False  # recompute the target's spectrum between blocks
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
     paste: PasteConfig = field(default_factory=PasteConfig)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
 
@@ -238,6 +276,7 @@ class ShaderConfig:
         for name, kind in (
             ("spectrum", SpectrumConfig),
             ("attention", AttentionConfig),
+            ("stack", StackConfig),
             ("paste", PasteConfig),
             ("shading", ShadingConfig),
         ):  # plain dicts (from a checkpoint) become their dataclass
@@ -246,6 +285,12 @@ class ShaderConfig:
                 setattr(self, name, kind(**value))
         if self.work_size is not None:
             check_range("work_size", self.work_size, 2, MAX_WORK_SIZE, integer=True)
+        learned = set(self.attention.token_features) & set(LEARNED_FEATURES)
+        if (self.stack.layers or learned) and self.attention.qk_init != "learned":
+            raise ValueError(
+                f"stack.layers={self.stack.layers!r} and the 'stem' feature are learned: they "
+                f"need attention.qk_init=learned, not {self.attention.qk_init!r}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

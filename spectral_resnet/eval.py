@@ -96,6 +96,25 @@ def descriptor_nn(target: Tensor, sample: Tensor, k: int = 16) -> Tensor:
     return xy.view(1, h, w, 2)
 
 
+def daisy_nn(target: Tensor, sample: Tensor) -> Tensor:
+    """Classical dense baseline: nearest neighbour of scikit-image's DAISY descriptors (grey,
+    every pixel, reflect padding so border pixels have one): SIFT-like orientation
+    histograms on two rings, built for dense wide-baseline matching. Their radius is an
+    eighth of the long side (8 px at 64, 16 at 128; scikit-image's default is 15)."""
+    from skimage.feature import daisy
+
+    h, w = target.shape[-2:]
+    radius = max(4, round(max(h, w) / 8))
+
+    def describe(img: Tensor) -> Tensor:
+        grey = np.pad(img[0].mean(0).double().numpy(), radius, mode="reflect")
+        d = daisy(grey, step=1, radius=radius, rings=2, histograms=6, orientations=8)
+        return torch.from_numpy(d.reshape(-1, d.shape[-1])).float()  # (H W, 104)
+
+    xy = nearest_neighbour(describe(target), describe(sample), sample.shape[-2:])
+    return xy.view(1, h, w, 2)
+
+
 Picker = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # t, s, seeds (n, 2), labels -> (n,)
 
 
@@ -108,7 +127,7 @@ def shader_picker(shader: SpectralShader) -> Picker:
     the best mean of its attention row over the sample's components."""
 
     def pick(target: Tensor, sample: Tensor, seeds: Tensor, labels: Tensor) -> Tensor:
-        ctx = shader.pair_context(target, sample)
+        ctx = shader.pair_context(target, sample, ops=False)
         if tuple(ctx.work_shape) != tuple(target.shape[-2:]):
             raise ValueError("component retrieval needs pairs within model.work_size")
         index = seeds[:, 0] * ctx.work_shape[1] + seeds[:, 1]
@@ -219,6 +238,9 @@ SETS = {  # name: (size, warp); "stereo" is the real pair with its own geometry
             ("rot 45", 45.0, (0.9, 1.1)),
             ("scale 0.8", 0.0, (0.8, 0.8)),
             ("scale 1.25", 0.0, (1.25, 1.25)),
+            ("scale 0.75", 0.0, (0.75, 0.75)),
+            ("scale 1.33", 0.0, (1.33, 1.33)),
+            ("rot 30 scale 0.8", 30.0, (0.8, 0.8)),
         )
     },
     "stereo 96 (motorcycle)": (96, None),
@@ -326,6 +348,7 @@ def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker
     baselines: dict[str, Matcher] = {
         "colour NN": colour_nn,
         "patch NN (7x7 SSD)": patch_nn,
+        "DAISY NN": daisy_nn,
         "descriptor NN (HKS+WKS+colour)": lambda t, s: descriptor_nn(t, s, config.spectrum.k),
     }
     methods.update({name: m for name, m in baselines.items() if keep(name)})
@@ -338,7 +361,7 @@ HAND_INITS = {
     "descriptor": "descriptor",
     "patch (W = I)": "patch",
 }
-BASELINES = ("colour NN", "patch NN (7x7 SSD)", "descriptor NN (HKS+WKS+colour)")
+BASELINES = ("colour NN", "patch NN (7x7 SSD)", "DAISY NN", "descriptor NN (HKS+WKS+colour)")
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:

@@ -1,11 +1,9 @@
-"""LightningModule: learn W_q / W_k (and the temperature and the soft blocks' FFN) on pairs.
+"""LightningModule: learn the encoder's stem, the stack's layers and the head's Q/K on pairs.
 
 Losses, on a few hundred sampled target pixels per pair:
-- correspondence: cross-entropy of the cross attention's row at the true match (needs
-  ground-truth flow);
-- retrieval: target colours from attention-retrieved sample colours (any related pair);
-- restoration: the full soft shader ('x'/'s' blocks), started from a blurred target, must
-  bring the detail back from the sample; this is what trains the FFN's blend and gate.
+- correspondence: cross-entropy of the head's attention row at the true match, InfoNCE over
+  every sample pixel (needs ground-truth flow);
+- retrieval: target colours from attention-retrieved sample colours (any related pair).
 Metrics (a torchmetrics MetricCollection per stage): PCK@0.01/0.05/0.1 of attention argmax
 matches, end-point error, retrieval PSNR. Sample pictures come from `SampleImages`.
 """
@@ -22,8 +20,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from spectral_resnet import viz
 from spectral_resnet.io import save_image
-from spectral_resnet.model import SpectralShader, index_to_xy
-from spectral_resnet.shading import gaussian_blur
+from spectral_resnet.model import CHECKPOINT_FORMAT, SpectralShader, index_to_xy
 
 PCK_ALPHAS = (0.01, 0.05, 0.1)
 METRICS = ("loss", "epe", "psnr", *(f"pck@{a}" for a in PCK_ALPHAS))
@@ -55,8 +52,6 @@ class ShaderModule(L.LightningModule):
         queries: int = 256,
         correspondence_weight: float = 1.0,
         retrieval_weight: float = 1.0,
-        restoration_weight: float = 0.5,
-        blur: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
@@ -79,7 +74,7 @@ class ShaderModule(L.LightningModule):
             batch["valid"],
         )
         b, _, h, w = target.shape
-        ctx = self.model.pair_context(target, sample)
+        ctx = self.model.pair_context(target, sample, ops=False)
         if tuple(ctx.work_shape) != (h, w):  # losses index pixels at full resolution
             raise ValueError(
                 f"training pairs ({h}x{w}) exceed model.work_size={self.model.config.work_size}: "
@@ -106,17 +101,9 @@ class ShaderModule(L.LightningModule):
         retrieved = logits.softmax(-1) @ colours_s  # (B, N, 3)
         truth = target.flatten(2).transpose(1, 2).gather(1, index[..., None].expand(-1, -1, 3))
         terms["retrieval"] = F.mse_loss(retrieved, truth)
-        soft_blocks = any(p.requires_grad for p in self.model.blocks.parameters())
-        if self.hparams.restoration_weight > 0 and soft_blocks:
-            start = gaussian_blur(target, self.hparams.blur)
-            restored = self.model(target, sample, start=start, context=ctx).image
-            terms["restoration"] = F.l1_loss(restored, target)
-        else:
-            terms["restoration"] = zero
         terms["loss"] = (
             self.hparams.correspondence_weight * terms["correspondence"]
             + self.hparams.retrieval_weight * terms["retrieval"]
-            + self.hparams.restoration_weight * terms["restoration"]
         )
         stats = {"psnr": -10 * torch.log10(terms["retrieval"].detach().clamp_min(1e-10))}
         if labelled.any():
@@ -139,7 +126,7 @@ class ShaderModule(L.LightningModule):
                 batch_size=b,
                 prog_bar=name in ("loss", "pck@0.05"),
             )
-        for name in ("correspondence", "retrieval", "restoration"):
+        for name in ("correspondence", "retrieval"):
             self.log(
                 f"{stage}/loss_{name}",
                 terms[name].detach(),
@@ -160,6 +147,7 @@ class ShaderModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints describe their model: SpectralShader.from_checkpoint rebuilds it."""
+        checkpoint["format"] = CHECKPOINT_FORMAT
         checkpoint["shader_config"] = self.model.config.to_dict()
 
     def configure_optimizers(self):

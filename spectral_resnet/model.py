@@ -17,13 +17,14 @@ from torch import Tensor, nn
 from spectral_resnet import shading
 from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
 from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
-from spectral_resnet.config import ARCHITECTURE, ShaderConfig
+from spectral_resnet.config import ARCHITECTURE, LEARNED_FEATURES, ShaderConfig
 from spectral_resnet.fmap import aligned_sample_basis
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
+from spectral_resnet.stack import ConvStem, Stack, StreamSpectra
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
-LEGACY_FLOOR = 1e-6  # the edge-weight floor of checkpoints that do not name theirs
+CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
 RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
 
@@ -113,6 +114,8 @@ class InkMemo:
 
     def __call__(self, image: Tensor, ink: str) -> Tensor:
         """`shading.ink_mask(image, ink)`, (B, H, W) bool."""
+        if image.is_inference():  # no version counter to key on (Lightning's test loop)
+            return shading.ink_mask(image, ink=ink)
         key = (image.data_ptr(), image.shape, image.stride(), image.dtype, image.device)
         key += (image._version, ink)
         if key not in self.entries:
@@ -123,39 +126,50 @@ class InkMemo:
 
 
 class SpectralShader(nn.Module):
-    """Copies structure from a sample onto a target through a stack of spectral residual blocks.
+    """Copies structure from a sample onto a target: encoder -> stack -> head -> image ops.
 
     shader = SpectralShader(ShaderConfig(pattern="cccc"))
     out = shader(target, sample)        # (B, 3, H, W) tensors in [0, 1]; out.image
 
-    The Q/K projections belong to the shader, not to a block: every cross block attends
-    with the same (learned or hand-designed) similarity, and blocks differ only in what
-    they do with it, so a checkpoint trained on one pattern drives any other.
+    The encoder turns each image into tokens (hand-made features of its spectrum and pixels,
+    and a learned conv stem); the stack's layers refine both token streams; the head's Q/K
+    projections score target tokens against sample tokens. The image ops of the pattern
+    ('c' pastes, 't', 'h', 'f') read that one attention, so a checkpoint drives any pattern.
     """
 
     def __init__(self, config: ShaderConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else ShaderConfig()
         self.pattern = check_pattern(config.pattern)
-        a = config.attention
+        a, st = config.attention, config.stack
         self.features = a.token_features
-        dim = feature_dim(self.features, config.spectrum.k)
+        self.hand_features = tuple(f for f in self.features if f not in LEARNED_FEATURES)
+        self.stem = None
+        if "stem" in self.features:
+            self.stem = ConvStem(width=st.stem_width, dilations=tuple(st.stem_dilations))
+        dim = feature_dim(self.features, config.spectrum.k, st.stem_width)
+        self.stack = None
+        if st.layers:
+            self.stack = Stack(layers=st.layers, dim=dim, width=st.width, heads=st.heads)
         raw = a.qk_init in ("identity", "fmap")  # the seed's low-rank form on eigenvectors
         scale = a.softmax_scale if a.kernel == "softmax" else 1.0
         kernel = dict(kernel=a.kernel, chunk=a.chunk, max_keys=a.max_keys)
-        patch = patch_columns(self.features, config.spectrum.k)
+        # the head starts as patch matching on the tokens (W = I on the patch columns), or as
+        # plain cosine scores (W = I) on the stack's features
+        patch = (
+            None if self.stack else patch_columns(self.features, config.spectrum.k, st.stem_width)
+        )
         self.qk = QKProjection(
-            dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch, tied=a.tied
+            dim=st.width if self.stack else dim,
+            init=a.qk_init,
+            learnable=a.trains,
+            scale=scale,
+            patch=patch,
+            tied=a.tied,
         )
         # a positive (averaging) feature map for tokens whose raw products are not a
         # transfer of functions; the raw form for eigenvector bases
         self.cross_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear" and not raw)
-        self.self_qk = None
-        if set(self.pattern) & {"x", "s"}:  # target self-attention feeds the soft blocks
-            self.self_qk = QKProjection(
-                dim=dim, init=a.qk_init, learnable=a.trains, scale=scale, patch=patch, tied=a.tied
-            )
-            self.self_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear")
         self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)
         self.ink = InkMemo()
 
@@ -166,10 +180,11 @@ class SpectralShader(nn.Module):
         return self.config.spectrum.compute(image.detach()).to(image.device, torch.float32)
 
     def pair_context(
-        self, target: Tensor, sample: Tensor, stats: dict | None = None
+        self, target: Tensor, sample: Tensor, stats: dict | None = None, ops: bool = True
     ) -> PairContext:
         """Spectra (cached), tokens and projected attention of a (target, sample) batch at the
-        working resolution. stats, if given, collects timings and eigensolver residuals."""
+        working resolution. stats, if given, collects timings and eigensolver residuals;
+        ops=False leaves out what only the pastes read (ink, components): training."""
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
@@ -184,7 +199,7 @@ class SpectralShader(nn.Module):
             "target": max(float(s.residuals.max()) for s in t_specs),
             "sample": max(float(s.residuals.max()) for s in s_specs),
         }
-        f_t = torch.stack([token_features(s, img, self.features) for s, img in zip(t_specs, t_img)])
+        f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
                 [
@@ -193,18 +208,13 @@ class SpectralShader(nn.Module):
                 ]
             )
         else:
-            f_s = torch.stack(
-                [token_features(s, img, self.features) for s, img in zip(s_specs, s_img)]
-            )
+            f_s = self.encode(s_img, s_specs)  # (B, n_s, d)
+        if self.stack is not None:
+            f_t, f_s = self.stack(f_t, f_s, StreamSpectra.of(t_specs, s_specs))
         s_boundary = torch.stack([s.boundary for s in s_specs])  # (B, n_s)
-        self_attention = None
-        if self.self_qk is not None:
-            self_attention = ProjectedAttention(
-                *self.self_qk(f_t, f_t), self.self_qk.scale, self.self_kernel
-            )
+        pastes = ops and "c" in self.pattern
         return PairContext(
             cross=ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel),
-            self_attention=self_attention,
             sample_values=torch.cat([s_img.flatten(2), s_boundary[:, None]], 1).transpose(1, 2),
             target_boundary=torch.stack([s.boundary for s in t_specs]),
             sample_boundary=s_boundary,
@@ -212,11 +222,20 @@ class SpectralShader(nn.Module):
             sample_shape=tuple(s_img.shape[-2:]),
             target=target,
             sample=sample,
-            sample_labels=self.sample_components(sample) if "c" in self.pattern else None,
-            target_ink=self.ink(target, self.config.paste.ink)[:, None]
-            if "c" in self.pattern
-            else None,
+            sample_labels=self.sample_components(sample) if pastes else None,
+            target_ink=self.ink(target, self.config.paste.ink)[:, None] if pastes else None,
         )
+
+    def encode(self, images: Tensor, spectra: list[Spectrum]) -> Tensor:
+        """Tokens of working-resolution images (B, 3, h, w): the stem's, then the hand-made
+        features', (B, h w, d)."""
+        parts = []
+        if self.stem is not None:
+            parts.append(self.stem(images.float()))
+        if self.hand_features:
+            hand = [token_features(s, img, self.hand_features) for s, img in zip(spectra, images)]
+            parts.append(torch.stack(hand))
+        return torch.cat(parts, -1)
 
     def sample_components(self, sample: Tensor) -> Tensor:
         """Ink components of each sample (B, H_s, W_s), specks annihilated: one component =
@@ -255,13 +274,10 @@ class SpectralShader(nn.Module):
         target: Tensor,
         sample: Tensor,
         progress=None,
-        start: Tensor | None = None,
         context: PairContext | None = None,
     ) -> ShaderOutput:
         """target (B, 3, H, W), sample (B, 3, H_s, W_s) in [0, 1] -> ShaderOutput.
 
-        start: the residual stream's initial value (default: the target itself); training
-        starts from a degraded target so the blocks must restore it from the sample.
         progress: called with the block index after each block (progress bars).
         context: a PairContext from `self.pair_context(target, sample)`, to reuse it.
         """
@@ -269,7 +285,7 @@ class SpectralShader(nn.Module):
         began = time.perf_counter()
         stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}}
         ctx = context if context is not None else self.pair_context(target, sample, stats)
-        h = target if start is None else start  # (B, 3, H, W) residual stream
+        h = target  # (B, 3, H, W) the image the ops shade
         record: BlockOutput | None = None
         records, block_time = [], 0.0
         for i, block in enumerate(self.blocks):
@@ -291,7 +307,7 @@ class SpectralShader(nn.Module):
         """For every target pixel, the (x, y) sample pixel of its cross-attention argmax:
         (B, H_t, W_t, 2), in full-resolution sample coordinates, at any input size."""
         target, sample = self.check_pair(target, sample)
-        ctx = self.pair_context(target, sample)
+        ctx = self.pair_context(target, sample, ops=False)
         index = ctx.cross.argmax()  # (B, n_t)
         hs, ws = ctx.sample_shape
         xy = index_to_xy(index, ws)  # (B, n_t, 2) work-resolution sample (x, y)
@@ -307,7 +323,8 @@ class SpectralShader(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write the config and the weights (kilobytes), atomically: what from_checkpoint reads."""
         path = Path(path)
-        blob = {"shader_config": self.config.to_dict(), "state_dict": self.state_dict()}
+        blob = {"format": CHECKPOINT_FORMAT, "shader_config": self.config.to_dict()}
+        blob["state_dict"] = self.state_dict()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
@@ -344,21 +361,12 @@ class SpectralShader(nn.Module):
                 merged[group][key] = value
             config = ShaderConfig.from_dict(merged)
         model = cls(config)
-        model.load_weights(state, saved.pattern, path)
+        model.load_weights(state, path)
         return model
 
-    def load_weights(self, state: dict[str, Tensor], trained_pattern: str, path) -> None:
-        """Load a checkpoint's weights: every weight this model has must be in it, and a
-        block's weights only come from a block of the same letter at the same place."""
+    def load_weights(self, state: dict[str, Tensor], path) -> None:
+        """Load a checkpoint's weights: every weight this model has must be in it, in shape."""
         own = self.state_dict()
-        for i, letter in enumerate(self.pattern):
-            has_weights = any(k.startswith(f"blocks.{i}.") for k in own)
-            trained = trained_pattern[i] if i < len(trained_pattern) else None
-            if has_weights and trained != letter:
-                raise CheckpointError(
-                    f"pattern {self.pattern!r}: block {i} ({letter!r}) has no trained weights in "
-                    f"checkpoint {path} (trained with pattern {trained_pattern!r})"
-                )
         missing = sorted(set(own) - set(state))
         reshaped = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
         if missing or reshaped:
@@ -399,10 +407,12 @@ def read_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} carries no shader_config (written by an older version); retrain it"
         )
+    if blob.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} is format {blob.get('format', 1)}, from before the learned "
+            f"stack (this version reads format {CHECKPOINT_FORMAT}); retrain it with train.py"
+        )
     saved = blob["shader_config"]
-    if isinstance(saved.get("spectrum"), dict) and "floor" not in saved["spectrum"]:
-        # trained before the graph had a floor: on the graph it was trained on
-        saved = dict(saved, spectrum=dict(saved["spectrum"], floor=LEGACY_FLOOR))
     try:
         config = ShaderConfig.from_dict(saved)
     except (TypeError, ValueError) as err:

@@ -17,11 +17,6 @@ def blend(target: Tensor, source: Tensor, alpha: Tensor) -> Tensor:
     return target + alpha * (source - target)
 
 
-def activation_gate(act: Tensor, threshold: float, softness: float = 0.1) -> Tensor:
-    """Copies appear where act > threshold, shaped by the activation's contours."""
-    return ((act - threshold) / softness).clamp(0, 1)
-
-
 def point_distances(points: Tensor, shape: tuple[int, int]) -> Tensor:
     """Euclidean distance of every pixel to each point (..., 2) (y, x): (..., H, W)."""
     h, w = shape

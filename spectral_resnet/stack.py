@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from spectral_resnet.spectral import Spectrum
 
 FILTER_BUMPS = 8  # Gaussian bumps over lambda / lambda_max that span each head's g(lambda)
-STREAM_LETTERS = ("s", "x")
 
 
 class ConvStem(nn.Module):
@@ -169,11 +168,13 @@ class StreamSpectra:
     @classmethod
     def of(cls, target: list[Spectrum], sample: list[Spectrum]) -> StreamSpectra:
         """From one Spectrum per image."""
-        return cls(
+        t_evecs, s_evecs = (
             torch.stack([s.evecs for s in target]),
-            torch.stack([s.evals for s in target]),
             torch.stack([s.evecs for s in sample]),
-            torch.stack([s.evals for s in sample]),
+        )
+        t_evals = torch.stack([s.evals for s in target]).to(t_evecs.dtype)
+        return cls(
+            t_evecs, t_evals, s_evecs, torch.stack([s.evals for s in sample]).to(s_evecs.dtype)
         )
 
 

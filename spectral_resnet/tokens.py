@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spectral_resnet.config import FEATURES
+from spectral_resnet.config import FEATURES, LEARNED_FEATURES
 from spectral_resnet.segments import gradient
 from spectral_resnet.shading import gaussian_blur
 from spectral_resnet.spectral import Spectrum
@@ -30,9 +30,10 @@ PATCH_DILATIONS = (1, 2, 4)  # sample spacing (pixels) of each scale
 DESCRIPTORS = 8  # HKS / WKS columns
 
 
-def feature_dim(kinds: tuple[str, ...], k: int) -> int:
-    """Width of `token_features(kinds)` for a spectrum with k eigenpairs."""
+def feature_dim(kinds: tuple[str, ...], k: int, stem: int = 0) -> int:
+    """Width of the tokens `kinds` for a spectrum with k eigenpairs and a `stem`-wide stem."""
     widths = dict(
+        stem=stem,
         evecs=k,
         hks=DESCRIPTORS,
         wks=DESCRIPTORS,
@@ -112,8 +113,9 @@ def context_tokens(image: Tensor) -> Tensor:
 
 
 def token_features(spectrum: Spectrum, image: Tensor, kinds: tuple[str, ...]) -> Tensor:
-    """Per-pixel tokens (n, d) float32 from a spectrum and its image (3, H, W)."""
-    unknown = set(kinds) - set(FEATURES)
+    """Per-pixel tokens (n, d) float32 from a spectrum and its image (3, H, W): the hand-made
+    kinds (the model runs its own 'stem')."""
+    unknown = set(kinds) - set(FEATURES) | set(kinds) & set(LEARNED_FEATURES)
     if unknown:
         raise ValueError(f"unknown token features {sorted(unknown)}; choose from {FEATURES}")
     image = image.to(torch.float32)
@@ -134,9 +136,9 @@ def token_features(spectrum: Spectrum, image: Tensor, kinds: tuple[str, ...]) ->
     return torch.cat(feats, dim=1)
 
 
-def patch_columns(kinds: tuple[str, ...], k: int) -> slice | None:
-    """Where the patch block sits in `token_features(kinds)`, or None without it."""
+def patch_columns(kinds: tuple[str, ...], k: int, stem: int = 0) -> slice | None:
+    """Where the patch block sits in the tokens `kinds`, or None without it."""
     if "patch" not in kinds:
         return None
-    start = feature_dim(kinds[: kinds.index("patch")], k)
+    start = feature_dim(kinds[: kinds.index("patch")], k, stem)
     return slice(start, start + feature_dim(("patch",), k))

@@ -73,7 +73,7 @@ def check_resume(path: Path, model: SpectralShader) -> None:
                 f"{model.config.get(name)!r}; resume with the same model options"
             )
     try:
-        model.load_weights(state, saved.pattern, path)
+        model.load_weights(state, path)
     except CheckpointError as err:
         raise CheckpointError(f"ckpt_path: {err}") from None
 

@@ -44,7 +44,7 @@ def test_evidence_skips_flat_target_pixels_exactly():
     attn = SpectralAttention(kernel="softmax", chunk=8)
     ctx = PairContext(
         cross=ProjectedAttention(q, k, torch.tensor(4.0), attn),
-        **dict.fromkeys(["self_attention", "sample_values", "target", "sample"]),
+        **dict.fromkeys(["sample_values", "target", "sample"]),
         target_boundary=boundary,
         sample_boundary=torch.rand(2, 20, generator=g),
         work_shape=(5, 6),

@@ -226,20 +226,20 @@ def test_cli_exit_code_and_help_through_hydra(tmp_path):
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "o").exists()
     cfg = subprocess.run(
-        [sys.executable, str(ROOT / "infer.py"), "--cfg", "job", "model.pattern=cs"],
+        [sys.executable, str(ROOT / "infer.py"), "--cfg", "job", "model.pattern=ct"],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
     )
-    assert cfg.returncode == 0 and "pattern: cs" in cfg.stdout
+    assert cfg.returncode == 0 and "pattern: ct" in cfg.stdout
 
 
 def test_checkpoint_brings_its_model_and_refuses_architecture_overrides(tmp_path):
     from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, SpectrumConfig
 
     trained = ShaderConfig(
-        pattern="x",
+        pattern="c",
         spectrum=SpectrumConfig(k=6),
         attention=AttentionConfig(qk_init="learned", kernel="softmax"),
     )

@@ -46,23 +46,25 @@ def model_of(cfg) -> SpectralShader:
     return SpectralShader(OmegaConf.to_object(cfg.model))
 
 
-@pytest.mark.parametrize("experiment", ["learned", "identity", "fmap"])
+@pytest.mark.parametrize("experiment", ["learned", "stack", "pretrained", "identity", "fmap"])
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
 def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trainer, logger):
     cfg = train_config(
         tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
     )
-    assert cfg.model.attention.qk_init == experiment
+    learned = experiment in ("learned", "stack", "pretrained")
+    assert cfg.model.attention.qk_init == ("learned" if learned else experiment)
     model = model_of(cfg)
-    assert model.config.attention.trains == (experiment == "learned")
+    assert model.config.attention.trains == learned
+    assert (model.stack is not None) == (experiment == "stack")
     module = hydra.utils.instantiate(
         cfg.module,
         model=model,
         optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
         scheduler=hydra.utils.instantiate(cfg.optim.scheduler),
     )
-    if experiment == "learned":
+    if learned:
         module.configure_optimizers()
     data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
     assert isinstance(data, PairDataModule)
@@ -83,7 +85,7 @@ def test_infer_config_composes_and_instantiates():
 def test_eval_config_composes_with_the_same_model_group():
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="eval", overrides=["model.spectrum.k=6"])
-    assert model_of(cfg).config.spectrum.k == 6 and cfg.model.pattern == "x"
+    assert model_of(cfg).config.spectrum.k == 6 and cfg.model.attention.kernel == "softmax"
 
 
 def test_fast_dev_run_fits_on_cpu(tmp_path):
@@ -93,6 +95,18 @@ def test_fast_dev_run_fits_on_cpu(tmp_path):
     assert "train/loss" in metrics and torch.isfinite(torch.tensor(metrics["train/loss"]))
 
 
+def test_the_stack_fits_end_to_end(tmp_path):
+    """Stem, layers and head train together; the best checkpoint rebuilds the whole stack."""
+    cfg = train_config(tmp_path, "experiment=stack", "data.size=24", "trainer.max_epochs=1")
+    cfg.data.warp.crop = [0.9, 1.0]  # 24 px crops of 40% would be 10 px photos
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    rebuilt = SpectralShader.from_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    assert rebuilt.config.stack.layers == "sx" and rebuilt.stem is not None
+    torch.manual_seed(cfg.seed)  # the initial weights train() started from
+    assert not torch.equal(rebuilt.stem.out.weight, model_of(cfg).stem.out.weight)
+
+
 def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
     metrics = train(train_config(tmp_path, "experiment=fmap", "trainer.max_epochs=1"))
     assert "val/pck@0.05" in metrics and "test/pck@0.05" in metrics
@@ -100,7 +114,7 @@ def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
 
 
 def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
-    cfg = train_config(tmp_path, "module.restoration_weight=0.5")
+    cfg = train_config(tmp_path)
     model = model_of(cfg)
     module = hydra.utils.instantiate(cfg.module, model=model, optimizer=None)
     data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
@@ -137,8 +151,10 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert torch.equal(pastes.qk.w_q, trained.qk.w_q) and pastes.pattern == "cccc"
     saved = SpectralShader.from_checkpoint(trained.save(tmp_path / "small.pt"))
     assert torch.equal(saved.qk.w_k, trained.qk.w_k) and saved.config == trained.config
-    with pytest.raises(CheckpointError, match=r"block 1 \('x'\) has no trained weights"):
-        SpectralShader.from_checkpoint(ckpt, replace(trained.config, pattern="xx"))
+    older = dict(blob, format=1)  # written before the learned stack
+    torch.save(older, tmp_path / "older.ckpt")
+    with pytest.raises(CheckpointError, match="is format 1, from before the learned stack"):
+        SpectralShader.from_checkpoint(tmp_path / "older.ckpt")
     with pytest.raises(CheckpointError, match=r"model.spectrum.k=8 changes the architecture.*k=6"):
         other = replace(trained.config, spectrum=replace(trained.config.spectrum, k=8))
         SpectralShader.from_checkpoint(ckpt, other, overrides={"spectrum.k"})
