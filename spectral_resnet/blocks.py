@@ -1,12 +1,12 @@
 """The image ops of a pattern: one class per letter, registered in BLOCKS. They act on the
 image and read the head's attention between the stack's final features (the PairContext).
 
-Every block maps (h, ctx, prev) -> (h, BlockOutput): h is the image being shaded (B, 3, H, W),
-ctx the immutable PairContext, prev the previous block's record (None for the first).
-What flows forward (the activation, the latest copy's alpha, the seeds used so far) is a
-named field of the record, which every block passes on; no block mutates shared state.
+Every op maps (h, ctx, prev) -> (h, BlockOutput): h is the image being shaded (B, 3, H, W),
+ctx the immutable PairContext, prev the previous op's record (None for the first). What
+flows forward (the latest copy's alpha, the seeds and components used so far) is the
+record's Carry, which every op passes on; no op mutates shared state.
 
-    c  SegmentPaste    the seed's retrieval: seeds -> one sample component each -> placed paste
+    c  SegmentPaste    whole-shape pastes (paste.py): seeds -> choose -> place -> composite
     t  Thicken         heat-kernel dilation of the ink that was copied or activated
     h  Shadow          drop shadow under what was copied
     f  FuzzAnnihilator revert transferred fragments smaller than paste.min_area
@@ -14,420 +14,18 @@ named field of the record, which every block passes on; no block mutates shared 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from functools import cached_property
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet import segments, shading
-from spectral_resnet.attention import ProjectedAttention
 from spectral_resnet.config import ShaderConfig
-from spectral_resnet.spectral import grid_laplacian
+from spectral_resnet.context import BlockOutput, Carry, PairContext
+from spectral_resnet.paste import SegmentPaste
 
 
-@dataclass(frozen=True)
-class PairContext:
-    """Everything the blocks need about the (target, sample) pair, computed once per forward."""
-
-    cross: ProjectedAttention  # target queries against sample keys
-    sample_values: Tensor  # (B, n_s, 4) sample colour (3) and boundary strength (1)
-    target_boundary: Tensor  # (B, n_t) boundary strength of the target
-    sample_boundary: Tensor  # (B, n_s)
-    work_shape: tuple[int, int]  # (h, w) the attention runs at
-    sample_shape: tuple[int, int]  # (h_s, w_s) of the sample tokens
-    target: Tensor  # (B, 3, H, W) the original target, full resolution
-    sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
-    sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
-    target_ink: Tensor | None = None  # (B, 1, H, W) bool: the target's ink; 'c' blocks only
-
-    @cached_property
-    def retrieved(self) -> Tensor:
-        """Cross-attention retrieval of the sample's colours and boundary strength for every
-        target token, (B, n_t, 4); computed once per context, only when read (the low-rank
-        kernel's evidence is its boundary channel)."""
-        return self.cross(self.sample_values, self.sample_boundary)
-
-    @cached_property
-    def evidence(self) -> Tensor:
-        """How clearly each target token matches one sample place, (B, n_t) in [0, 1], masked
-        by the target's boundary and scaled to a peak of 1. For the low-rank kernel it is
-        the seed's retrieved boundary strength; for softmax, whose averages retrieve some
-        boundary everywhere, the attention's confidence (its largest weight), so seeds go
-        where one sample structure matches clearly."""
-        c = self.cross
-        if c.kernel.kernel == "softmax":  # only where the target has boundary: elsewhere 0
-            evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
-            for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
-                if on.any():
-                    keys, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
-                    evidence[i, on] = c.kernel.confidence(
-                        c.q[i : i + 1, on], keys, c.scale, boundary
-                    )[0]
-        else:
-            evidence = self.retrieved[..., 3].clamp_min(0)
-        act = evidence * self.target_boundary
-        return act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
-
-    @cached_property
-    def activation(self) -> Tensor:
-        """The evidence at the target's resolution (B, 1, H, W): one tensor for every block
-        of the pass, not one copy each."""
-        return to_stream(self.evidence[..., None], self, tuple(self.target.shape[-2:]))
-
-    @cached_property
-    def sample_background(self) -> Tensor:
-        """The sample's background colour (B, 3), the mattes' reference: once a pass."""
-        return segments.background_colour(self.sample)
-
-    @cached_property
-    def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
-        """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
-        return [segments.component_boxes(labels) for labels in self.sample_labels]
-
-
-@dataclass(frozen=True)
-class BlockOutput:
-    """What one block did (for pictures and losses) and what it passes on to the next."""
-
-    letter: str
-    activation: Tensor  # (B, 1, H, W) in [0, 1]; shading ops pass the last one on
-    gate: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel this block changed
-    retrieved: Tensor | None  # (B, 3, H, W) what it blended towards; pastes: None (see masks)
-    alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy; passed on
-    used_seeds: Tensor | None = None  # (B, S', 2) every seed so far; passed on
-    pasted: Tensor | None = None  # (B, P) sample labels pasted so far (0: none); passed on
-    covered: Tensor | None = None  # (B, 1, H, W) coverage of every paste so far; passed on
-    seeds: Tensor | None = None  # (B, S, 2) (y, x) this block's seeds, -1 unused
-    masks: Tensor | None = None  # (B, S, H, W) float16: its warped sample components, as placed
-    components: Tensor | None = None  # (B, S) the sample component label each seed pasted
-    placements: Tensor | None = None  # (B, S, 5) src (y, x), dest (y, x), angle of each warp
-    skipped: Tensor | None = None  # (B, S) seeds whose component found no room within reach
-    over_budget: Tensor | None = None  # (B, S) seeds dropped by paste.max_pastes
-    repeats: Tensor | None = None  # (B, S) seeds whose every candidate was pasted already
-
-
-def boundary_strength(image: Tensor, connectivity: int = 8) -> Tensor:
-    """(B, 3, H, W) -> (B, H, W) graph boundary strength (adaptive sigma), batched stencil."""
-    return grid_laplacian(image, connectivity=connectivity).boundary_strength()
-
-
-def to_stream(tokens: Tensor, ctx: PairContext, shape: tuple[int, int]) -> Tensor:
-    """Per-token maps (B, n_t, C) at the working resolution -> (B, C, H, W) stream resolution."""
-    b, _, c = tokens.shape
-    maps = tokens.transpose(1, 2).reshape(b, c, *ctx.work_shape)
-    if tuple(ctx.work_shape) != tuple(shape):
-        maps = F.interpolate(maps, size=shape, mode="bilinear", align_corners=False)
-    return maps
-
-
-def unique_assignment(score: Tensor) -> Tensor:
-    """A different component per seed from scores (B, S, N), strongest seed first, each
-    taking its best component still free; 0 when none is left (-inf scores are not
-    candidates). A loop over the S seed slots: each choice narrows the next."""
-    score = score.clone()
-    picked = torch.zeros(score.shape[:2], dtype=torch.long, device=score.device)
-    for j in range(score.shape[1]):
-        best, choice = score[:, j].max(1)  # (B,)
-        picked[:, j] = torch.where(torch.isfinite(best), choice, 0)
-        taken = F.one_hot(picked[:, j], score.shape[2]).bool() & torch.isfinite(best)[:, None]
-        score = score.masked_fill(taken[:, None], -torch.inf)
-    return picked
-
-
-class SegmentPaste(nn.Module):
-    """'c': the seed's retrieval. Activation -> seeds -> one whole sample component per seed
-    -> rigid warp toward empty target space -> gated paste. Holds no weights: it reads the
-    shader's cross attention from the context."""
-
-    def __init__(self, config: ShaderConfig):
-        super().__init__()
-        self.paste, self.threshold = config.paste, config.attention.threshold
-
-    @torch.no_grad()
-    def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
-        shape = h.shape[-2:]
-        used = prev.used_seeds if prev is not None else None
-        seeds = self.seeds(ctx.evidence.unflatten(1, ctx.work_shape), used, shape)  # (B, S, 2)
-        valid = seeds[..., 0] >= 0  # (B, S)
-        before = passed_on(prev).get("pasted")  # (B, P) labels pasted by earlier blocks
-        if before is None:
-            before = seeds.new_zeros(seeds.shape[0], 0)
-        picked = self.choose_components(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
-        cutouts = [
-            [cut_out(ctx, i, int(label)) if ok else None for label, ok in zip(row, ok_row)]
-            for i, (row, ok_row) in enumerate(zip(picked, valid & (picked > 0)))
-        ]  # [B][S] each seed's component in its own box; None: no component
-        src = centroids(cutouts)  # (B, S, 2) sample (y, x)
-        angle = self.angles(ctx.target_ink, seeds, cutouts)  # (B, S)
-        covered = passed_on(prev).get("covered")
-        dest, scale, outcome = self.place(
-            ctx.target_ink, seeds, cutouts, src, angle, before, covered
-        )
-        outcome = torch.where(valid & (picked == 0), NOTHING_LEFT, outcome)
-        placed = outcome == PLACED  # (B, S)
-        cutouts = [[c if ok else None for c, ok in zip(*rows)] for rows in zip(cutouts, placed)]
-        warped, out, alpha = self.composite(h, seeds, cutouts, src, dest, angle, scale, ctx)
-        used = seeds if used is None else torch.cat([used, seeds], 1)
-        record = BlockOutput(
-            "c",
-            ctx.activation,
-            alpha,
-            None,
-            alpha=alpha,
-            used_seeds=used,
-            seeds=seeds,
-            masks=warped,
-            components=torch.where(placed, picked, torch.zeros_like(picked)),
-            placements=torch.cat([src, dest, angle[..., None], scale[..., None]], -1),
-            skipped=outcome == NO_ROOM,
-            over_budget=outcome == OVER_BUDGET,
-            repeats=outcome == NOTHING_LEFT,
-            pasted=torch.cat([before, torch.where(placed, picked, torch.zeros_like(picked))], 1),
-            covered=alpha if covered is None else torch.maximum(covered, alpha),
-        )
-        return out, record
-
-    def seeds(self, act: Tensor, used: Tensor | None, shape: tuple[int, int]) -> Tensor:
-        """Non-maximum-suppressed peaks of the activation (B, h, w) at the working
-        resolution, away from every earlier seed, as stream pixels (B, S, 2) of `shape`
-        (cell centres; -1 for no seed). The activation lives at the working resolution, so
-        its peaks are found there: a phone photo costs what its working copy costs."""
-        h, w = act.shape[-2:]
-        ratio = torch.tensor([shape[0] / h, shape[1] / w])
-        nms = max(1, round(self.paste.nms_radius * max(h, w)))
-        for point in [] if used is None else used.unbind(1):  # (B, 2) one earlier seed each
-            cell = (point / ratio).floor()
-            near = shading.point_distances(cell[:, None], (h, w))[:, 0] <= nms
-            act = act * ~(near & (point[:, 0] >= 0)[:, None, None])  # (B, h, w)
-        seeds = segments.select_seeds(act, self.paste.seeds, nms, self.threshold)
-        lifted = ((seeds + 0.5) * ratio).long().clamp_max(torch.tensor(shape) - 1)
-        return torch.where(seeds >= 0, lifted, seeds)
-
-    def choose_components(
-        self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape, pasted: Tensor
-    ) -> Tensor:
-        """One sample ink component per seed (B, S): the mean of the seed's lazy attention row
-        over each component. A component is pasted once a run: those in `pasted` (B, P) and
-        those a stronger seed took are out, and a seed left with none gets 0."""
-        height, width = shape
-        wh, ww = ctx.work_shape
-        sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
-        sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
-        rows = ctx.cross.rows(sy * ww + sx).unflatten(-1, ctx.sample_shape)  # (B, S, h_s, w_s)
-        score = segments.component_scores(rows.float(), ctx.sample_labels)  # (B, S, N)
-        done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
-        score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already
-        score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
-        return unique_assignment(score)
-
-    def angles(self, ink: Tensor, seeds: Tensor, cutouts: list[list[Cutout | None]]) -> Tensor:
-        """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
-        target's line work at the seed ("align")."""
-        if self.paste.rotation == "align":
-            target_dir = segments.local_orientation(
-                ink[:, 0].float(), seeds.clamp_min(0).float(), 4.0
-            )
-            own = [
-                [0.0 if c is None else float(segments.mask_orientation(c.mask)) for c in row]
-                for row in cutouts
-            ]
-            return target_dir - torch.tensor(own).reshape(seeds.shape[:2])
-        return torch.full(seeds.shape[:2], math.radians(float(self.paste.rotation)))
-
-    def place(self, ink, seeds, cutouts, src, angle, pasted: Tensor, covered: Tensor | None = None):
-        """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
-        (PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
-
-        ink (B, 1, H, W) bool: the target's; cutouts [B][S]: each seed's component (None:
-        nothing to place); src (B, S, 2) their centroids; angle (B, S); pasted (B, P): labels
-        pasted by earlier blocks, which count against paste.max_pastes.
-
-        A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
-        footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
-        and nothing of an earlier paste (grown likewise; earlier blocks' are `covered`
-        (B, 1, H, W)); failing that it is tried smaller, down to `min_scale`, then skipped.
-        Seeds go strongest first, each paste occupying its spot for the next: that order is
-        the one sequential part, a loop over at most `seeds` slots.
-        """
-        b, s = seeds.shape[:2]
-        height, width = ink.shape[-2:]
-        side = max(height, width)
-        clearance = max(1, round(0.01 * side))
-        step = max(1, math.ceil(side / PLACEMENT_CELLS))  # pixels per placement cell
-        ink = F.max_pool2d(ink.float(), step, step, ceil_mode=True).double()  # (B, 1, Hc, Wc)
-        if covered is not None:  # earlier blocks' pastes, whatever their colour
-            taken = F.max_pool2d((covered > 0.1).float(), step, step, ceil_mode=True)
-            ink = torch.maximum(ink, taken.double() * float(height * width))
-        grow = math.ceil(clearance / step)  # the clearance, in cells
-        framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
-        ink = F.max_pool2d(framed, 2 * grow + 1, 1, grow)[:, 0, 1:-1, 1:-1]  # grown
-        cells_h, cells_w = ink.shape[-2:]
-        dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
-        scale = torch.ones(b, s)
-        outcome = torch.full((b, s), UNUSED, dtype=torch.long)
-        ys = (torch.arange(cells_h, dtype=torch.float32) * step + step // 2).view(-1, 1)
-        xs = (torch.arange(cells_w, dtype=torch.float32) * step + step // 2).view(1, -1)
-        for i in range(b):
-            occupied, count = ink[i], int((pasted[i] > 0).sum())
-            for j in range(s):
-                cut = cutouts[i][j]
-                if seeds[i, j, 0] < 0 or cut is None:
-                    continue
-                if count >= self.paste.max_pastes:  # strongest first: the rest go over budget
-                    outcome[i, j] = OVER_BUDGET
-                    continue
-                distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
-                near = distance <= self.paste.reach * side  # (Hc, Wc)
-                outcome[i, j] = NO_ROOM
-                for factor in self.scales():
-                    r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
-                    centre = float(r * step + step // 2)
-                    shape = segments.rigid_warp(
-                        cut.mask[None, None],
-                        (src[i, j] - cut.corner)[None],
-                        torch.tensor([[centre, centre]]),
-                        angle[i, j][None],
-                        ((2 * r + 1) * step,) * 2,
-                        scale=factor,
-                    )  # (1, 1, n, n) the paste, its centroid on the middle cell's centre
-                    core = F.max_pool2d((shape > 0.25).double(), step, step)[0, 0]  # (2r+1)^2
-                    cost = segments.footprint_overlap(occupied, core)  # (Hc, Wc)
-                    fits = (cost <= 0.02 * float(core.sum())) & near
-                    if not fits.any():
-                        continue
-                    y, x = divmod(int(distance.masked_fill(~fits, torch.inf).argmin()), cells_w)
-                    dest[i, j] = torch.tensor([float(ys[y, 0]), float(xs[0, x])])
-                    scale[i, j], outcome[i, j] = factor, PLACED
-                    count += 1
-                    # the paste now occupies its spot: any later overlap costs more than all ink
-                    grown = F.max_pool2d(core[None], 2 * grow + 1, 1, grow)[0]
-                    occupied = occupied + float(occupied.numel()) * self.stamp(
-                        grown, (y, x), (cells_h, cells_w)
-                    )
-                    break
-        return dest, scale, outcome
-
-    def scales(self) -> list[float]:
-        """The sizes a paste is tried at, largest first: 1, then down to paste.min_scale."""
-        m = self.paste.min_scale
-        return [1.0] if m >= 1 else [1.0, math.sqrt(m), m]
-
-    @staticmethod
-    def stamp(footprint: Tensor, centre: tuple[int, int], shape: tuple[int, int]) -> Tensor:
-        """`footprint` (2R+1, 2R+1) placed with its centre at `centre` on an empty (H, W) map."""
-        r = footprint.shape[-1] // 2
-        y, x = centre
-        canvas = footprint.new_zeros(shape[0] + 2 * r, shape[1] + 2 * r)
-        canvas[y : y + 2 * r + 1, x : x + 2 * r + 1] = footprint
-        return canvas[r : r + shape[0], r : r + shape[1]]
-
-    def composite(self, h, seeds, cutouts, src, dest, angle, scale, ctx: PairContext):
-        """Warp each matted component into place and blend them over h, each paste computed
-        only in its own box and the blend only in their union (time and memory follow the
-        pastes, not the image): the placed alphas (B, S, H, W) float16, the new stream
-        (B, 3, H, W) and the pasted alpha (B, 1, H, W)."""
-        b, s = seeds.shape[:2]
-        height, width = h.shape[-2:]
-        radius = self.paste.radius * max(height, width)
-        placed = torch.zeros(b, s, height, width, dtype=torch.float16, device=h.device)
-        premult, weight = torch.zeros_like(h), torch.zeros_like(h[:, :1])
-        alpha = torch.zeros_like(h[:, :1])
-        y0, y1, x0, x1 = height, 0, width, 0  # the union of every paste's box
-        for i, j in [(i, j) for i in range(b) for j in range(s) if cutouts[i][j] is not None]:
-            cut = cutouts[i][j]
-            crop = ctx.sample[i : i + 1, :, cut.box[0], cut.box[1]]
-            m = cut.mask[None, None]  # (1, 1, h_c, w_c)
-            labels = ctx.sample_labels[i : i + 1, cut.box[0], cut.box[1]]
-            matte = segments.component_matte(crop, m, labels, ctx.sample_background[i : i + 1])
-            layers = torch.cat([crop * matte, matte], 1)  # premultiplied colour (3) + alpha
-            corner = cut.corner
-            r = math.ceil(cut.extent * float(scale[i, j])) + 3
-            top, left = max(int(dest[i, j, 0]) - r, 0), max(int(dest[i, j, 1]) - r, 0)
-            bottom = min(int(dest[i, j, 0]) + r + 1, height)
-            right = min(int(dest[i, j, 1]) + r + 1, width)
-            if bottom <= top or right <= left:
-                continue
-            warped = segments.rigid_warp(
-                layers,
-                (src[i, j] - corner)[None],
-                (dest[i, j] - torch.tensor([top, left], dtype=dest.dtype))[None],
-                angle[i, j][None],
-                (bottom - top, right - left),
-                scale=scale[i, j],
-            )[0]  # (4, h_b, w_b)
-            # locality exp(-dist / radius) around the seed, relative to the paste's nearest
-            # point: opaque where it lands, fading with distance beyond it
-            seed_in_box = seeds[i, j] - torch.tensor([top, left], dtype=seeds.dtype)
-            local = shading.locality_gate(seed_in_box, (bottom - top, right - left), radius)
-            nearest = local.masked_fill(warped[3] <= 0.25, 0).amax()
-            gate = (local / nearest.clamp_min(1e-6)).clamp_max(1)
-            box = (i, slice(None), slice(top, bottom), slice(left, right))
-            alpha[box] = torch.maximum(alpha[box], (warped[3] * gate).clamp(0, 1))
-            premult[box] += gate * warped[:3]
-            weight[box] += gate * warped[3]
-            placed[i, j, top:bottom, left:right] = warped[3].half()
-            y0, y1, x0, x1 = min(y0, top), max(y1, bottom), min(x0, left), max(x1, right)
-        out = h.clone()
-        region = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        colour = premult[region] / weight[region].clamp_min(1e-6)
-        out[region] = shading.blend(h[region], colour.clamp(0, 1), alpha[region])
-        return placed, out, alpha
-
-
-@dataclass(frozen=True)
-class Cutout:
-    """One sample component in its own box (with a 2-px margin for the matte's rim): what a
-    paste reads, so it costs the component's size, not the sample's."""
-
-    mask: Tensor  # (h, w) float, 1 on the component
-    box: tuple[slice, slice]  # where the mask lies in the sample
-
-    @property
-    def corner(self) -> Tensor:
-        return torch.tensor([float(self.box[0].start), float(self.box[1].start)])
-
-    @cached_property
-    def centroid(self) -> Tensor:
-        """(y, x) in sample pixels."""
-        return segments.mask_centroid(self.mask) + self.corner
-
-    @cached_property
-    def extent(self) -> float:
-        """Farthest component pixel from the centroid, in sample pixels."""
-        return float(segments.mask_extent(self.mask, self.centroid - self.corner))
-
-
-def centroids(cutouts: list[list[Cutout | None]]) -> Tensor:
-    """Sample (y, x) of each cutout's centroid, (B, S, 2); (0, 0) where there is none."""
-    rows = [[[0.0, 0.0] if c is None else c.centroid.tolist() for c in row] for row in cutouts]
-    return torch.tensor(rows).reshape(len(cutouts), -1, 2)
-
-
-def cut_out(ctx: PairContext, i: int, label: int, margin: int = 2) -> Cutout:
-    """Sample `i`'s component `label` in its bounding box grown by `margin`."""
-    ys, xs = ctx.sample_boxes[i][label - 1]
-    height, width = ctx.sample_labels.shape[-2:]
-    box = (
-        slice(max(ys.start - margin, 0), min(ys.stop + margin, height)),
-        slice(max(xs.start - margin, 0), min(xs.stop + margin, width)),
-    )
-    return Cutout((ctx.sample_labels[i][box] == label).float(), box)
-
-
-PLACED, NO_ROOM, OVER_BUDGET, UNUSED, NOTHING_LEFT = range(5)  # what became of each seed
-PLACEMENT_CELLS = 512  # placement searches a grid of at most this many cells a side
-
-
-def passed_on(prev: BlockOutput | None) -> dict:
-    """The fields a block hands on unchanged when it neither copies nor seeds."""
-    if prev is None:
-        return {}
-    return dict(
-        alpha=prev.alpha, used_seeds=prev.used_seeds, pasted=prev.pasted, covered=prev.covered
-    )
+def passed_on(prev: BlockOutput | None) -> Carry:
+    """The carry an op hands on unchanged when it neither copies nor seeds."""
+    return prev.carry if prev is not None else Carry()
 
 
 def op_output(letter: str, h: Tensor, out: Tensor, prev: BlockOutput | None):
@@ -435,7 +33,7 @@ def op_output(letter: str, h: Tensor, out: Tensor, prev: BlockOutput | None):
     latest copy's alpha and the seeds pass through."""
     gate = (out - h).abs().amax(1, keepdim=True).clamp(0, 1)
     act = prev.activation if prev is not None else gate
-    return out, BlockOutput(letter, act, gate, out, **passed_on(prev))
+    return out, BlockOutput(letter, act, gate, out, passed_on(prev))
 
 
 class Thicken(nn.Module):
@@ -449,7 +47,8 @@ class Thicken(nn.Module):
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
         ink = shading.ink_mask(h, ink=self.ink)[:, None]
         if prev is not None:
-            copied = prev.alpha > 0.5 if prev.alpha is not None else torch.zeros_like(ink)
+            alpha = prev.carry.alpha
+            copied = alpha > 0.5 if alpha is not None else torch.zeros_like(ink)
             ink = ink & (copied | (prev.activation > self.threshold))
         return op_output("t", h, shading.thicken(h, ink, self.time), prev)
 
@@ -463,7 +62,8 @@ class Shadow(nn.Module):
         self.darkness = config.shading.shadow_darkness
 
     def forward(self, h: Tensor, ctx: PairContext, prev: BlockOutput | None):
-        alpha = prev.alpha if prev is not None and prev.alpha is not None else h[:, :1] * 0
+        alpha = passed_on(prev).alpha
+        alpha = alpha if alpha is not None else h[:, :1] * 0
         return op_output("h", h, shading.shadow(h, alpha, self.offset, self.darkness), prev)
 
 

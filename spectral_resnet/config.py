@@ -25,7 +25,7 @@ from torch import Tensor
 
 from spectral_resnet.spectral import Spectrum, compute_spectrum
 from spectral_resnet.spectral.graph import FLOOR
-from spectral_resnet.stack import LAYERS
+from spectral_resnet.stack import LAYERS, MIXERS
 
 QK_INITS = ("identity", "fmap", "descriptor", "patch", "random", "learned")
 KERNELS = ("linear", "softmax")
@@ -51,6 +51,7 @@ ARCHITECTURE = (
     "stack.layers",
     "stack.width",
     "stack.heads",
+    "stack.self_attention",
     "stack.stem_width",
     "stack.stem_dilations",
 )
@@ -174,6 +175,9 @@ class StackConfig:
     layers: str = ""  # e.g. "sxsx"; "": the tokens go straight to the head
     width: int = 64  # token width inside the layers
     heads: int = 4
+    # what an 's' layer mixes with: spectral (Phi g(Lambda) Phi^T along the image's graph) or
+    # positional (linear self-attention over tokens with a 2-D position code: the control)
+    self_attention: str = "spectral"
     stem_width: int = 64  # channels of the conv stem ('stem' in attention.features)
     stem_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
 
@@ -182,6 +186,10 @@ class StackConfig:
             raise ValueError(
                 f"stack.layers must be a string of {tuple(LAYERS)} (s: spectral self-attention, "
                 f"x: cross-attention), got {self.layers!r}"
+            )
+        if self.self_attention not in MIXERS:
+            raise ValueError(
+                f"stack.self_attention must be one of {tuple(MIXERS)}, got {self.self_attention!r}"
             )
         _positive("stack.width", self.width, integer=True, high=4096)
         _positive("stack.heads", self.heads, integer=True, high=64)

@@ -33,6 +33,7 @@ from spectral_resnet.cli import (
 )
 from spectral_resnet.io import ImageError, encode_image, load_image, save_image, to_uint8
 from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.paste import Outcome
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -76,16 +77,6 @@ def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
             file=sys.stderr,
         )
     return SpectralShader(config).to(device).eval()
-
-
-def skip_reasons(paste) -> tuple[str, str, str]:
-    """Why a seed made no paste, in BlockOutput's order: skipped, over_budget, repeats."""
-    return (
-        "no room within paste.reach clear of ink, frame and other pastes, "
-        f"down to paste.min_scale={paste.min_scale}",
-        f"over paste.max_pastes={paste.max_pastes}",
-        "every sample component it matches was pasted already (once per run)",
-    )
 
 
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
@@ -201,16 +192,10 @@ def shade(shader, target, sample, name: str, t_path: Path, s_path: Path, device,
         "seeds": [b.seeds[0].tolist() for b in out.pastes],
         "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
         "skipped": [
-            {"seed": seed, "reason": reason}
+            {"seed": seed, "reason": Outcome(code).reason(shader.config.paste)}
             for b in out.pastes
-            for seed, *why in zip(
-                b.seeds[0].tolist(),
-                b.skipped[0].tolist(),
-                b.over_budget[0].tolist(),
-                b.repeats[0].tolist(),
-            )
-            for reason, hit in zip(skip_reasons(shader.config.paste), why)
-            if hit
+            for seed, code in zip(b.seeds[0].tolist(), b.outcomes[0].tolist())
+            if Outcome(code).reason(shader.config.paste)
         ],
     }
     return pictures, entry

@@ -16,12 +16,14 @@ from torch import Tensor, nn
 
 from spectral_resnet import shading
 from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
-from spectral_resnet.blocks import BLOCKS, BlockOutput, PairContext
+from spectral_resnet.blocks import BLOCKS
 from spectral_resnet.config import ARCHITECTURE, LEARNED_FEATURES, ShaderConfig
+from spectral_resnet.context import BlockOutput, PairContext
 from spectral_resnet.fmap import aligned_sample_basis
+from spectral_resnet.paste import PasteReport
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
-from spectral_resnet.stack import ConvStem, Stack, StreamSpectra
+from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
@@ -48,9 +50,9 @@ class ShaderOutput:
         return [b.activation for b in self.blocks]
 
     @property
-    def pastes(self) -> list[BlockOutput]:
-        """The records of the paste ('c') blocks."""
-        return [b for b in self.blocks if b.seeds is not None]
+    def pastes(self) -> list[PasteReport]:
+        """The reports of the paste ('c') ops, in order."""
+        return [b.paste for b in self.blocks if b.paste is not None]
 
     @property
     def seeds(self) -> Tensor | None:
@@ -150,7 +152,9 @@ class SpectralShader(nn.Module):
         dim = feature_dim(self.features, config.spectrum.k, st.stem_width)
         self.stack = None
         if st.layers:
-            self.stack = Stack(layers=st.layers, dim=dim, width=st.width, heads=st.heads)
+            self.stack = Stack(
+                layers=st.layers, dim=dim, width=st.width, heads=st.heads, mixer=st.self_attention
+            )
         raw = a.qk_init in ("identity", "fmap")  # the seed's low-rank form on eigenvectors
         scale = a.softmax_scale if a.kernel == "softmax" else 1.0
         kernel = dict(kernel=a.kernel, chunk=a.chunk, max_keys=a.max_keys)
@@ -210,7 +214,9 @@ class SpectralShader(nn.Module):
         else:
             f_s = self.encode(s_img, s_specs)  # (B, n_s, d)
         if self.stack is not None:
-            f_t, f_s = self.stack(f_t, f_s, StreamSpectra.of(t_specs, s_specs))
+            f_t, f_s = self.stack(
+                f_t, f_s, PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
+            )
         s_boundary = torch.stack([s.boundary for s in s_specs])  # (B, n_s)
         pastes = ops and "c" in self.pattern
         return PairContext(

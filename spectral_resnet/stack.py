@@ -11,6 +11,7 @@ pixel order at the working resolution, as the hand-made tokens are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,12 +88,12 @@ class SpectralFilter(nn.Module):
         basis = torch.exp(-(((x[..., None] - centres) * FILTER_BUMPS) ** 2))  # (B, k, J)
         return torch.einsum("hj,bkj->bhk", self.g, basis)
 
-    def forward(self, f: Tensor, evecs: Tensor, evals: Tensor) -> Tensor:
-        """f (B, n, d), evecs (B, n, k), evals (B, k) -> messages (B, n, d)."""
+    def forward(self, f: Tensor, graph: ImageGraphs) -> Tensor:
+        """f (B, n, d) on the images' graphs -> messages (B, n, d)."""
         v = self.v(f).unflatten(-1, (self.heads, -1))  # (B, n, H, d_h)
-        coeff = torch.einsum("bnk,bnhe->bhke", evecs, v)  # Phi^T V f: (B, H, k, d_h)
-        coeff = coeff * self.response(evals)[..., None]
-        msg = torch.einsum("bnk,bhke->bnhe", evecs, coeff)  # (B, n, H, d_h)
+        coeff = torch.einsum("bnk,bnhe->bhke", graph.evecs, v)  # Phi^T V f: (B, H, k, d_h)
+        coeff = coeff * self.response(graph.evals)[..., None]
+        msg = torch.einsum("bnk,bhke->bnhe", graph.evecs, coeff)  # (B, n, H, d_h)
         return self.out(msg.flatten(2))
 
 
@@ -111,34 +112,67 @@ class LinearCrossAttention(nn.Module):
         self.q, self.k = nn.Linear(width, width), nn.Linear(width, width)
         self.v, self.out = nn.Linear(width, width), nn.Linear(width, width)
 
-    def forward(self, f: Tensor, other: Tensor) -> Tensor:
-        """f (B, n, d) reads other (B, m, d) -> (B, n, d)."""
-        q = _positive(self.q(f).unflatten(-1, (self.heads, -1)))  # (B, n, H, d_h)
+    def forward(
+        self, f: Tensor, other: Tensor, values: Tensor | None = None, queries: Tensor | None = None
+    ) -> Tensor:
+        """f (B, n, d) reads other (B, m, d) -> (B, n, d). values / queries: what V and Q are
+        taken from instead of other / f (the positional control keys on encoded tokens)."""
+        q = _positive(self.q(f if queries is None else queries).unflatten(-1, (self.heads, -1)))
         k = _positive(self.k(other).unflatten(-1, (self.heads, -1)))  # (B, m, H, d_h)
-        v = self.v(other).unflatten(-1, (self.heads, -1))  # (B, m, H, d_h)
+        v = self.v(other if values is None else values).unflatten(-1, (self.heads, -1))
         kv = torch.einsum("bmhd,bmhe->bhde", k, v) / other.shape[1]  # (B, H, d_h, d_h)
         norm = torch.einsum("bnhd,bhd->bnh", q, k.mean(1)).clamp_min(1e-6)  # (B, n, H)
         out = torch.einsum("bnhd,bhde->bnhe", q, kv) / norm[..., None]
         return self.out(out.flatten(2))
 
 
-class SpectralLayer(nn.Module):
-    """'s': each stream along its own image's graph, then an FFN."""
+def grid_encoding(shape: tuple[int, int], width: int, device=None) -> Tensor:
+    """Fixed 2-D sinusoidal positions (h w, width): sin and cos of x and y (in [0, 1]) at
+    width / 4 octaves, as DETR and LoFTR add to their tokens."""
+    h, w = shape
+    freqs = math.pi * 2.0 ** torch.arange(width // 4, device=device)  # (F,)
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, h, device=device),
+        torch.linspace(0, 1, w, device=device),
+        indexing="ij",
+    )
+    angles = torch.stack([xs, ys], -1).reshape(-1, 2, 1) * freqs  # (n, 2, F)
+    return torch.cat([angles.sin(), angles.cos()], -1).reshape(h * w, -1)  # (n, 4 F)
+
+
+class PositionalSelfAttention(nn.Module):
+    """The non-spectral control for 's': multi-head linear self-attention over an image's
+    tokens, with a 2-D positional encoding added to the queries' and keys' input."""
 
     def __init__(self, *, width: int, heads: int):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn, self.ffn = SpectralFilter(width=width, heads=heads), FFN(width=width)
+        if width % 4:
+            raise ValueError(f"positional self-attention needs a width divisible by 4, got {width}")
+        self.attn = LinearCrossAttention(width=width, heads=heads)
 
-    def stream(self, f: Tensor, evecs: Tensor, evals: Tensor) -> Tensor:
-        f = f + self.attn(self.norm1(f), evecs, evals)
+    def forward(self, f: Tensor, graph: ImageGraphs) -> Tensor:
+        keyed = f + grid_encoding(graph.shape, f.shape[-1], f.device)
+        return self.attn(f, keyed, values=f, queries=keyed)
+
+
+MIXERS = {"spectral": SpectralFilter, "positional": PositionalSelfAttention}
+
+
+class SpectralLayer(nn.Module):
+    """'s': each stream along its own image (Phi g(Lambda) Phi^T, or the positional control),
+    then an FFN."""
+
+    def __init__(self, *, width: int, heads: int, mixer: str = "spectral"):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn, self.ffn = MIXERS[mixer](width=width, heads=heads), FFN(width=width)
+
+    def stream(self, f: Tensor, graph: ImageGraphs) -> Tensor:
+        f = f + self.attn(self.norm1(f), graph)
         return f + self.ffn(self.norm2(f))
 
-    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
-        return (
-            self.stream(f_t, spectra.target_evecs, spectra.target_evals),
-            self.stream(f_s, spectra.sample_evecs, spectra.sample_evals),
-        )
+    def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs) -> tuple[Tensor, Tensor]:
+        return self.stream(f_t, graphs.target), self.stream(f_s, graphs.sample)
 
 
 class CrossLayer(nn.Module):
@@ -150,32 +184,32 @@ class CrossLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attn, self.ffn = LinearCrossAttention(width=width, heads=heads), FFN(width=width)
 
-    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
+    def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs) -> tuple[Tensor, Tensor]:
         a_t, a_s = self.norm1(f_t), self.norm1(f_s)
         f_t, f_s = f_t + self.attn(a_t, a_s), f_s + self.attn(a_s, a_t)
         return f_t + self.ffn(self.norm2(f_t)), f_s + self.ffn(self.norm2(f_s))
 
 
 @dataclass(frozen=True)
-class StreamSpectra:
-    """The eigenpairs of a batch's targets and samples, stacked for the 's' layers."""
+class ImageGraphs:
+    """A batch of images' eigenpairs and grid shape: what an 's' layer runs along."""
 
-    target_evecs: Tensor  # (B, n_t, k)
-    target_evals: Tensor  # (B, k)
-    sample_evecs: Tensor  # (B, n_s, k)
-    sample_evals: Tensor  # (B, k)
+    evecs: Tensor  # (B, n, k) orthonormal columns
+    evals: Tensor  # (B, k) ascending
+    shape: tuple[int, int]  # (h, w), n = h w
 
     @classmethod
-    def of(cls, target: list[Spectrum], sample: list[Spectrum]) -> StreamSpectra:
-        """From one Spectrum per image."""
-        t_evecs, s_evecs = (
-            torch.stack([s.evecs for s in target]),
-            torch.stack([s.evecs for s in sample]),
-        )
-        t_evals = torch.stack([s.evals for s in target]).to(t_evecs.dtype)
-        return cls(
-            t_evecs, t_evals, s_evecs, torch.stack([s.evals for s in sample]).to(s_evecs.dtype)
-        )
+    def of(cls, spectra: list[Spectrum]) -> ImageGraphs:
+        evecs = torch.stack([s.evecs for s in spectra])
+        return cls(evecs, torch.stack([s.evals for s in spectra]).to(evecs.dtype), spectra[0].shape)
+
+
+@dataclass(frozen=True)
+class PairGraphs:
+    """The targets' and the samples' graphs."""
+
+    target: ImageGraphs
+    sample: ImageGraphs
 
 
 LAYERS = {"s": SpectralLayer, "x": CrossLayer}
@@ -184,15 +218,20 @@ LAYERS = {"s": SpectralLayer, "x": CrossLayer}
 class Stack(nn.Module):
     """Tokens of both images -> a shared embedding -> the layers in order -> a final norm."""
 
-    def __init__(self, *, layers: str, dim: int, width: int, heads: int):
+    def __init__(self, *, layers: str, dim: int, width: int, heads: int, mixer: str = "spectral"):
         super().__init__()
         self.embed = nn.Linear(dim, width)
-        self.layers = nn.ModuleList(LAYERS[c](width=width, heads=heads) for c in layers)
+        self.layers = nn.ModuleList(
+            SpectralLayer(width=width, heads=heads, mixer=mixer)
+            if c == "s"
+            else CrossLayer(width=width, heads=heads)
+            for c in layers
+        )
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, f_t: Tensor, f_s: Tensor, spectra: StreamSpectra) -> tuple[Tensor, Tensor]:
+    def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs) -> tuple[Tensor, Tensor]:
         """(B, n_t, dim), (B, n_s, dim) -> (B, n_t, width), (B, n_s, width)."""
         f_t, f_s = self.embed(f_t), self.embed(f_s)
         for layer in self.layers:
-            f_t, f_s = layer(f_t, f_s, spectra)
+            f_t, f_s = layer(f_t, f_s, graphs)
         return self.norm(f_t), self.norm(f_s)

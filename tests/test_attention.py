@@ -35,7 +35,7 @@ def test_evidence_skips_flat_target_pixels_exactly():
     """The softmax confidence is computed only where the target has boundary; elsewhere the
     activation is 0 either way, so skipping it changes nothing."""
     from spectral_resnet.attention import ProjectedAttention
-    from spectral_resnet.blocks import PairContext
+    from spectral_resnet.context import PairContext
 
     g = torch.Generator().manual_seed(3)
     q, k = torch.randn(2, 30, 5, generator=g), torch.randn(2, 20, 5, generator=g)

@@ -269,20 +269,22 @@ def test_state_flows_forward_as_named_fields(toof, tone):
     shader = SpectralShader(ShaderConfig(pattern="cthc", spectrum=SpectrumConfig(k=8)))
     with torch.no_grad():
         out = shader(toof[None], tone[None])
-    first, thick, shadow, second = out.blocks
-    assert torch.equal(thick.used_seeds, first.seeds) and torch.equal(shadow.alpha, first.alpha)
-    assert torch.equal(second.used_seeds, torch.cat([first.seeds, second.seeds], 1))
-    near = (second.seeds[0, :, None].float() - first.seeds[0, None].float()).norm(dim=-1)
-    valid = (second.seeds[0, :, None, 0] >= 0) & (first.seeds[0, None, :, 0] >= 0)
+    first, thick, shadow, second = (b.carry for b in out.blocks)
+    one, two = out.pastes
+    assert torch.equal(thick.used_seeds, one.seeds) and torch.equal(shadow.alpha, first.alpha)
+    assert torch.equal(second.used_seeds, torch.cat([one.seeds, two.seeds], 1))
+    near = (two.seeds[0, :, None].float() - one.seeds[0, None].float()).norm(dim=-1)
+    valid = (two.seeds[0, :, None, 0] >= 0) & (one.seeds[0, None, :, 0] >= 0)
     assert (near[valid] > round(0.08 * 48)).all()  # later seeds keep away from earlier ones
-    assert torch.equal(out.seeds, second.used_seeds)  # the run's views: paste blocks in order
-    assert torch.equal(out.masks, torch.cat([first.masks, second.masks], 1))
+    assert torch.equal(out.seeds, second.used_seeds)  # the run's views: paste ops in order
+    assert torch.equal(out.masks, torch.cat([one.masks, two.masks], 1))
+    assert [b.paste is not None for b in out.blocks] == [True, False, False, True]
 
 
 def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     """The exact footprint (an 11 px square, 1 px clearance) lands nearest its seed clear of
     the ink; in a 9 px cell only the half-size paste fits; out of reach it is skipped."""
-    from spectral_resnet.blocks import NO_ROOM, OVER_BUDGET, PLACED, Cutout, SegmentPaste
+    from spectral_resnet.paste import Cutout, Outcome, SegmentPaste
 
     mask = torch.zeros(1, 1, 60, 60)
     mask[0, 0, 10:21, 10:21] = 1
@@ -296,20 +298,20 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     one_line = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
     one_line[..., 20] = True  # a vertical stroke at x = 20
     dest, scale, outcome = place(one_line, [30, 20], reach=0.5)
-    assert int(outcome) == PLACED and float(scale) == 1.0
+    assert int(outcome) == Outcome.PLACED and float(scale) == 1.0
     assert dest[0, 0].tolist() == [30.0, 13.0]  # 5 px half-width + 1 clearance + 1 off the ink
     grid = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
     grid[..., [20, 30], :] = True
     grid[..., [20, 30]] = True  # 9 px cells
     dest, scale, outcome = place(grid, [25, 20], reach=0.1, min_scale=0.5)
-    assert int(outcome) == PLACED and float(scale) == 0.5
+    assert int(outcome) == Outcome.PLACED and float(scale) == 0.5
     y, x = dest[0, 0].tolist()
     assert 22 <= y <= 28 and abs(x - 20) >= 3  # between the lines, within reach
-    assert int(place(grid, [25, 20], reach=0.1, min_scale=1.0)[2]) == NO_ROOM
+    assert int(place(grid, [25, 20], reach=0.1, min_scale=1.0)[2]) == Outcome.NO_ROOM
     block = SegmentPaste(ShaderConfig(paste=PasteConfig(max_pastes=2)))
     full = torch.tensor([[3, 5]])  # two components pasted already
     outcome = block.place(one_line, torch.tensor([[[30, 20]]]), cutouts, src, angle, full)[2]
-    assert int(outcome) == OVER_BUDGET
+    assert int(outcome) == Outcome.OVER_BUDGET
 
 
 def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
@@ -325,7 +327,7 @@ def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
         cap: sum(int((b.components > 0).sum()) for b in out.pastes) for cap, out in runs.items()
     }
     assert count[3] == 3 < count[8] <= 8
-    assert int((runs[3].blocks[-1].pasted[0] > 0).sum()) == 3
+    assert int((runs[3].blocks[-1].carry.pasted[0] > 0).sum()) == 3
     first_pastes = runs[8].pastes[0].components[0] > 0
     kept = runs[3].pastes[0].components[0] > 0
     assert torch.equal(kept, first_pastes & (first_pastes.long().cumsum(0) <= 3))  # strongest first
@@ -333,7 +335,7 @@ def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
 
 
 def test_unique_assignment_gives_each_seed_a_different_component_strongest_first():
-    from spectral_resnet.blocks import unique_assignment
+    from spectral_resnet.paste import unique_assignment
 
     inf = float("inf")
     score = torch.tensor([[[-inf, 0.9, 0.5, 0.1], [-inf, 0.8, 0.7, -inf], [-inf, 0.9, -inf, -inf]]])
@@ -361,3 +363,14 @@ def test_nearest_index_is_the_resampling_of_f_interpolate():
     rows = torch.rand(1, 1, 7, 10)
     up = torch.nn.functional.interpolate(rows, size=(23, 31), mode="nearest")
     assert torch.equal(rows[0, 0][nearest_index(7, 23)][:, nearest_index(10, 31)], up[0, 0])
+
+
+def test_every_skipped_seed_has_a_reason_naming_its_option():
+    from spectral_resnet.paste import Outcome
+
+    paste = PasteConfig(max_pastes=3)
+    reasons = {outcome: outcome.reason(paste) for outcome in Outcome}
+    assert not reasons[Outcome.PLACED] and not reasons[Outcome.UNUSED]
+    assert "paste.reach" in reasons[Outcome.NO_ROOM]
+    assert "paste.max_pastes=3" in reasons[Outcome.OVER_BUDGET]
+    assert "pasted already" in reasons[Outcome.NOTHING_LEFT]

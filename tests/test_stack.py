@@ -7,17 +7,24 @@ import torch.nn.functional as F
 from spectral_resnet.stack import (
     ConvStem,
     CrossLayer,
+    ImageGraphs,
     LinearCrossAttention,
+    PairGraphs,
+    PositionalSelfAttention,
     SpectralFilter,
     SpectralLayer,
     Stack,
-    StreamSpectra,
+    grid_encoding,
 )
 
 
 def orthonormal(n: int, k: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))[0]
+
+
+def graphs(evecs, evals, shape) -> ImageGraphs:
+    return ImageGraphs(evecs, evals, shape)
 
 
 def filter_and_inputs(n=40, k=6, width=8, heads=2):
@@ -33,7 +40,7 @@ def filter_and_inputs(n=40, k=6, width=8, heads=2):
 
 def test_spectral_filter_matches_the_dense_operator():
     layer, f, evecs, evals = filter_and_inputs()
-    got = layer(f, evecs, evals)
+    got = layer(f, graphs(evecs, evals, (5, 8)))
     gains = layer.response(evals)  # (B, H, k)
     v = layer.v(f).unflatten(-1, (layer.heads, -1))
     want = []
@@ -48,20 +55,21 @@ def test_spectral_filter_matches_the_dense_operator():
 
 def test_spectral_filter_is_blind_to_eigenvector_signs_and_bases():
     layer, f, evecs, evals = filter_and_inputs()
-    base = layer(f, evecs, evals)
+    run = lambda basis: layer(f, graphs(basis, evals, (5, 8)))  # noqa: E731
+    base = run(evecs)
     signs = torch.tensor([1.0, -1, 1, -1, -1, 1], dtype=torch.float64)
-    torch.testing.assert_close(layer(f, evecs * signs, evals), base)
+    torch.testing.assert_close(run(evecs * signs), base)
     # rotate each image's basis inside its repeated eigenvalue (columns 2, 3 and 1, 2)
     rotated = evecs.clone()
     c, s = torch.cos(torch.tensor(0.7)), torch.sin(torch.tensor(0.7))
     turn = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
     rotated[0, :, 2:4] = evecs[0, :, 2:4] @ turn
     rotated[1, :, 1:3] = evecs[1, :, 1:3] @ turn
-    torch.testing.assert_close(layer(f, rotated, evals), base)
+    torch.testing.assert_close(run(rotated), base)
     # a rotation across *different* eigenvalues is a different operator: the test can fail
     mixed = evecs.clone()
     mixed[0, :, 0:2] = evecs[0, :, 0:2] @ turn
-    assert not torch.allclose(layer(f, mixed, evals), base)
+    assert not torch.allclose(run(mixed), base)
 
 
 def test_linear_cross_attention_matches_the_dense_average():
@@ -104,14 +112,39 @@ def test_every_stack_parameter_learns():
     n, k = 12 * 10, 5
     stack = Stack(layers="sxs", dim=7, width=16, heads=4)
     evals = torch.linspace(0, 1, k)[None]
-    spectra = StreamSpectra(
-        orthonormal(n, k, 1).float()[None], evals, orthonormal(n, k, 2).float()[None], evals
+    spectra = PairGraphs(
+        graphs(orthonormal(n, k, 1).float()[None], evals, (12, 10)),
+        graphs(orthonormal(n, k, 2).float()[None], evals, (12, 10)),
     )
     f_t, f_s = stack(torch.randn(1, n, 7), torch.randn(1, n, 7), spectra)
     assert f_t.shape == f_s.shape == (1, n, 16)
     (f_t * torch.randn_like(f_t)).sum().backward()
     dead = [name for name, p in stack.named_parameters() if p.grad is None or not p.grad.any()]
     assert not dead
+
+
+def test_positional_control_sees_where_tokens_are():
+    """The non-spectral 's': shuffling the tokens changes its output (positions matter),
+    and its position code is sines and cosines in [-1, 1]."""
+    torch.manual_seed(0)
+    attn = PositionalSelfAttention(width=8, heads=2)
+    f = torch.randn(1, 6 * 5, 8)
+    grid = graphs(None, None, (6, 5))
+    perm = torch.randperm(30)
+    assert not torch.allclose(attn(f, grid)[:, perm], attn(f[:, perm], grid), atol=1e-4)
+    code = grid_encoding((6, 5), 8)
+    assert code.shape == (30, 8) and code.abs().max() <= 1
+    with pytest.raises(ValueError, match="divisible by 4"):
+        PositionalSelfAttention(width=6, heads=2)
+
+
+@pytest.mark.parametrize("mixer", ["spectral", "positional"])
+def test_both_self_attentions_fit_the_stack(mixer):
+    stack = Stack(layers="sx", dim=5, width=8, heads=2, mixer=mixer)
+    evecs, evals = orthonormal(20, 3).float()[None], torch.tensor([[0.0, 0.5, 1.0]])
+    g = graphs(evecs, evals, (4, 5))
+    f_t, f_s = stack(torch.randn(1, 20, 5), torch.randn(1, 20, 5), PairGraphs(g, g))
+    assert f_t.shape == (1, 20, 8) and torch.isfinite(f_s).all()
 
 
 @pytest.mark.parametrize("layer", [SpectralLayer, CrossLayer])
@@ -124,7 +157,7 @@ def test_layers_are_residual_and_prenorm(layer):
         block.ffn.down.weight.zero_(), block.ffn.down.bias.zero_()
     f_t, f_s = 100 * torch.randn(1, 16, 8), torch.randn(1, 16, 8)
     evecs, evals = orthonormal(16, 3).float()[None], torch.tensor([[0.0, 0.5, 1.0]])
-    spectra = StreamSpectra(evecs, evals, evecs, evals)
+    spectra = PairGraphs(graphs(evecs, evals, (4, 4)), graphs(evecs, evals, (4, 4)))
     t, s = block(f_t, f_s, spectra)
     torch.testing.assert_close(t, f_t)
     torch.testing.assert_close(s, f_s)

@@ -1,0 +1,109 @@
+"""What the image ops share: the pair's attention and images (PairContext), and what each
+op hands to the next (Carry) beside its own record (BlockOutput)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spectral_resnet import segments
+from spectral_resnet.attention import ProjectedAttention
+
+if TYPE_CHECKING:
+    from spectral_resnet.paste import PasteReport
+
+
+@dataclass(frozen=True)
+class PairContext:
+    """Everything the blocks need about the (target, sample) pair, computed once per forward."""
+
+    cross: ProjectedAttention  # target queries against sample keys
+    sample_values: Tensor  # (B, n_s, 4) sample colour (3) and boundary strength (1)
+    target_boundary: Tensor  # (B, n_t) boundary strength of the target
+    sample_boundary: Tensor  # (B, n_s)
+    work_shape: tuple[int, int]  # (h, w) the attention runs at
+    sample_shape: tuple[int, int]  # (h_s, w_s) of the sample tokens
+    target: Tensor  # (B, 3, H, W) the original target, full resolution
+    sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
+    sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
+    target_ink: Tensor | None = None  # (B, 1, H, W) bool: the target's ink; 'c' blocks only
+
+    @cached_property
+    def retrieved(self) -> Tensor:
+        """Cross-attention retrieval of the sample's colours and boundary strength for every
+        target token, (B, n_t, 4); computed once per context, only when read (the low-rank
+        kernel's evidence is its boundary channel)."""
+        return self.cross(self.sample_values, self.sample_boundary)
+
+    @cached_property
+    def evidence(self) -> Tensor:
+        """How clearly each target token matches one sample place, (B, n_t) in [0, 1], masked
+        by the target's boundary and scaled to a peak of 1. For the low-rank kernel it is
+        the seed's retrieved boundary strength; for softmax, whose averages retrieve some
+        boundary everywhere, the attention's confidence (its largest weight), so seeds go
+        where one sample structure matches clearly."""
+        c = self.cross
+        if c.kernel.kernel == "softmax":  # only where the target has boundary: elsewhere 0
+            evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
+            for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
+                if on.any():
+                    keys, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
+                    evidence[i, on] = c.kernel.confidence(
+                        c.q[i : i + 1, on], keys, c.scale, boundary
+                    )[0]
+        else:
+            evidence = self.retrieved[..., 3].clamp_min(0)
+        act = evidence * self.target_boundary
+        return act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @cached_property
+    def activation(self) -> Tensor:
+        """The evidence at the target's resolution (B, 1, H, W): one tensor for every block
+        of the pass, not one copy each."""
+        return to_stream(self.evidence[..., None], self, tuple(self.target.shape[-2:]))
+
+    @cached_property
+    def sample_background(self) -> Tensor:
+        """The sample's background colour (B, 3), the mattes' reference: once a pass."""
+        return segments.background_colour(self.sample)
+
+    @cached_property
+    def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
+        """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
+        return [segments.component_boxes(labels) for labels in self.sample_labels]
+
+
+@dataclass(frozen=True)
+class Carry:
+    """The run's state so far, handed from op to op: what later ops read and add to."""
+
+    alpha: Tensor | None = None  # (B, 1, H, W) coverage of the latest copy
+    used_seeds: Tensor | None = None  # (B, S', 2) every seed so far
+    pasted: Tensor | None = None  # (B, P) sample labels pasted so far (0: none)
+    covered: Tensor | None = None  # (B, 1, H, W) coverage of every paste so far
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """What one op did (for pictures) and what it hands on: the carry, and a paste's report."""
+
+    letter: str
+    activation: Tensor  # (B, 1, H, W) in [0, 1]; shading ops pass the last one on
+    gate: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel this op changed
+    retrieved: Tensor | None  # (B, 3, H, W) what it moved towards; pastes: None (see masks)
+    carry: Carry = field(default_factory=Carry)
+    paste: PasteReport | None = None  # 'c' ops only
+
+
+def to_stream(tokens: Tensor, ctx: PairContext, shape: tuple[int, int]) -> Tensor:
+    """Per-token maps (B, n_t, C) at the working resolution -> (B, C, H, W) stream resolution."""
+    b, _, c = tokens.shape
+    maps = tokens.transpose(1, 2).reshape(b, c, *ctx.work_shape)
+    if tuple(ctx.work_shape) != tuple(shape):
+        maps = F.interpolate(maps, size=shape, mode="bilinear", align_corners=False)
+    return maps
