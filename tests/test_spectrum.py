@@ -155,6 +155,20 @@ def test_the_disk_cache_keeps_its_size_cap_by_evicting_the_least_recently_used(t
     assert compute_spectrum(images[1], k=4, cache=cache).seconds > 0.0  # evicted
 
 
+def test_writes_under_the_cap_do_not_recount_the_directory(tmp_path, monkeypatch):
+    """The cache counts its directory at the first write, then adds its own writes: a
+    training epoch's thousands of writes do not each list thousands of files."""
+    images = [torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    cache = SpectrumCache(tmp_path, max_bytes=2**30)
+    counts = []
+    recount = cache.evict
+    monkeypatch.setattr(cache, "evict", lambda limit: counts.append(limit) or recount(limit))
+    for image in images:
+        compute_spectrum(image, k=4, cache=cache)
+    assert len(counts) == 1  # the first write only
+    assert cache.counted[tmp_path] == sum(f.stat().st_size for f in tmp_path.glob("*.pt"))
+
+
 def test_a_full_disk_is_one_warning_and_the_spectra_still_come(tmp_path, monkeypatch, caplog):
     def full(*args, **kwargs):
         raise RuntimeError(

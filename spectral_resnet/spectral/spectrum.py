@@ -195,6 +195,10 @@ class SpectrumCache:
         self.memory_entries = memory_entries
         self.max_bytes = max_bytes
         self.warned = False  # one warning a process for a cache that cannot be written
+        # bytes on disk per directory: counted at this process's first write there, then
+        # kept up to date by its own writes, so a write does not list the whole directory;
+        # a recount (and eviction) happens when the count would pass the limit
+        self.counted: dict[Path, int] = {}
 
     @property
     def path(self) -> Path:
@@ -262,17 +266,23 @@ class SpectrumCache:
             limit = cache_limit() if self.max_bytes is None else self.max_bytes
             if limit <= 0:
                 return
-            self.path.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.path, ".*.tmp")
+            folder = self.path
+            folder.mkdir(parents=True, exist_ok=True)
+            if folder not in self.counted:  # once a process: temps of crashed writers
+                remove_stale_temps(folder, ".*.tmp")
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key[:16]}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     torch.save(blob, fh)
-                os.replace(tmp, self.path / f"{key}.pt")
+                os.replace(tmp, folder / f"{key}.pt")
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-            self.evict(limit)
+            known, size = self.counted.get(folder), (folder / f"{key}.pt").stat().st_size
+            if known is None or known + size > limit:
+                self.evict(limit)
+            else:
+                self.counted[folder] = known + size
         except (OSError, RuntimeError, ValueError) as err:  # torch.save: RuntimeError on ENOSPC
             if not self.warned:
                 self.warned = True
@@ -300,6 +310,7 @@ class SpectrumCache:
             file.unlink(missing_ok=True)
             total -= size
             removed += 1
+        self.counted[self.path] = total
         return removed
 
 
