@@ -1,11 +1,12 @@
-"""What the image ops share: the pair's attention and images (PairContext), and what each
-op hands to the next (Carry) beside its own record (BlockOutput)."""
+"""What the image ops share: the pair's attention and images (PairContext), what each op
+hands to the next (Carry) beside its own record (BlockOutput), and a paste's report
+(PasteReport, with each seed's Outcome)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +14,7 @@ from torch import Tensor
 
 from spectral_resnet import segments
 from spectral_resnet.attention import ProjectedAttention
-
-if TYPE_CHECKING:
-    from spectral_resnet.paste import PasteReport
+from spectral_resnet.config import PasteConfig
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,50 @@ class PairContext:
     def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
         """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
         return [segments.component_boxes(labels) for labels in self.sample_labels]
+
+
+class Outcome(IntEnum):
+    """What became of one seed slot."""
+
+    PLACED = 0
+    NO_ROOM = 1  # no spot within reach clear of ink, frame and other pastes
+    OVER_BUDGET = 2  # the run had made paste.max_pastes pastes already
+    UNUSED = 3  # an empty slot: the activation had fewer peaks
+    NOTHING_LEFT = 4  # every component the seed matches was pasted already
+
+    def reason(self, paste: PasteConfig) -> str:
+        """Why this seed made no paste, in words (empty for PLACED and UNUSED)."""
+        return {
+            Outcome.NO_ROOM: "no room within paste.reach clear of ink, frame and other pastes, "
+            f"down to paste.min_scale={paste.min_scale}",
+            Outcome.OVER_BUDGET: f"over paste.max_pastes={paste.max_pastes}",
+            Outcome.NOTHING_LEFT: "every sample component it matches was pasted already "
+            "(once per run)",
+        }.get(self, "")
+
+
+@dataclass(frozen=True)
+class PasteReport:
+    """One 'c' op's seeds and what became of each: for pictures, run.json and benchmarks."""
+
+    seeds: Tensor  # (B, S, 2) (y, x), -1 unused
+    masks: Tensor  # (B, S, H, W) float16: the warped sample components, as placed
+    components: Tensor  # (B, S) the sample component label each seed pasted (0: none)
+    placements: Tensor  # (B, S, 6) src (y, x), dest (y, x), angle, scale of each warp
+    outcomes: Tensor  # (B, S) Outcome values
+
+    @property
+    def skipped(self) -> Tensor:
+        """(B, S) seeds whose component found no room within reach."""
+        return self.outcomes == Outcome.NO_ROOM
+
+    @property
+    def over_budget(self) -> Tensor:
+        return self.outcomes == Outcome.OVER_BUDGET
+
+    @property
+    def repeats(self) -> Tensor:
+        return self.outcomes == Outcome.NOTHING_LEFT
 
 
 @dataclass(frozen=True)

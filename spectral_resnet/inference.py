@@ -31,9 +31,9 @@ from spectral_resnet.cli import (
     shader_config,
     write_json,
 )
+from spectral_resnet.context import Outcome
 from spectral_resnet.io import ImageError, encode_image, load_image, save_image, to_uint8
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.paste import Outcome
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

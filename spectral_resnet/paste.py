@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import cached_property
 
 import torch
@@ -20,54 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet import segments, shading
-from spectral_resnet.config import PasteConfig, ShaderConfig
-from spectral_resnet.context import BlockOutput, Carry, PairContext
+from spectral_resnet.config import ShaderConfig
+from spectral_resnet.context import BlockOutput, Carry, Outcome, PairContext, PasteReport
 
 PLACEMENT_CELLS = 512  # placement searches a grid of at most this many cells a side
-
-
-class Outcome(IntEnum):
-    """What became of one seed slot."""
-
-    PLACED = 0
-    NO_ROOM = 1  # no spot within reach clear of ink, frame and other pastes
-    OVER_BUDGET = 2  # the run had made paste.max_pastes pastes already
-    UNUSED = 3  # an empty slot: the activation had fewer peaks
-    NOTHING_LEFT = 4  # every component the seed matches was pasted already
-
-    def reason(self, paste: PasteConfig) -> str:
-        """Why this seed made no paste, in words (empty for PLACED and UNUSED)."""
-        return {
-            Outcome.NO_ROOM: "no room within paste.reach clear of ink, frame and other pastes, "
-            f"down to paste.min_scale={paste.min_scale}",
-            Outcome.OVER_BUDGET: f"over paste.max_pastes={paste.max_pastes}",
-            Outcome.NOTHING_LEFT: "every sample component it matches was pasted already "
-            "(once per run)",
-        }.get(self, "")
-
-
-@dataclass(frozen=True)
-class PasteReport:
-    """One 'c' op's seeds and what became of each: for pictures, run.json and benchmarks."""
-
-    seeds: Tensor  # (B, S, 2) (y, x), -1 unused
-    masks: Tensor  # (B, S, H, W) float16: the warped sample components, as placed
-    components: Tensor  # (B, S) the sample component label each seed pasted (0: none)
-    placements: Tensor  # (B, S, 6) src (y, x), dest (y, x), angle, scale of each warp
-    outcomes: Tensor  # (B, S) Outcome values
-
-    @property
-    def skipped(self) -> Tensor:
-        """(B, S) seeds whose component found no room within reach."""
-        return self.outcomes == Outcome.NO_ROOM
-
-    @property
-    def over_budget(self) -> Tensor:
-        return self.outcomes == Outcome.OVER_BUDGET
-
-    @property
-    def repeats(self) -> Tensor:
-        return self.outcomes == Outcome.NOTHING_LEFT
 
 
 def unique_assignment(score: Tensor) -> Tensor:

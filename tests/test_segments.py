@@ -284,7 +284,8 @@ def test_state_flows_forward_as_named_fields(toof, tone):
 def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     """The exact footprint (an 11 px square, 1 px clearance) lands nearest its seed clear of
     the ink; in a 9 px cell only the half-size paste fits; out of reach it is skipped."""
-    from spectral_resnet.paste import Cutout, Outcome, SegmentPaste
+    from spectral_resnet.context import Outcome
+    from spectral_resnet.paste import Cutout, SegmentPaste
 
     mask = torch.zeros(1, 1, 60, 60)
     mask[0, 0, 10:21, 10:21] = 1
@@ -366,7 +367,7 @@ def test_nearest_index_is_the_resampling_of_f_interpolate():
 
 
 def test_every_skipped_seed_has_a_reason_naming_its_option():
-    from spectral_resnet.paste import Outcome
+    from spectral_resnet.context import Outcome
 
     paste = PasteConfig(max_pastes=3)
     reasons = {outcome: outcome.reason(paste) for outcome in Outcome}
