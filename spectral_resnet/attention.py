@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectral_resnet.config import KERNELS, QK_INITS
+from spectral_resnet.stack import positive_features
 
 
 class QKProjection(nn.Module):
@@ -70,10 +71,6 @@ def gather_rows(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
-def _positive(x: Tensor) -> Tensor:
-    return F.elu(x) + 1
-
-
 class SpectralAttention(nn.Module):
     """Attention between target queries and source keys: `linear` (low rank) or `softmax`.
 
@@ -112,7 +109,7 @@ class SpectralAttention(nn.Module):
         """q (B, n_t, d), k (B, n_s, d), v (B, n_s, d_v) -> (B, n_t, d_v)."""
         if self.kernel == "linear":
             if self.positive:
-                q, k = _positive(q), _positive(k)
+                q, k = positive_features(q), positive_features(k)
                 kv = k.transpose(1, 2) @ torch.cat([v, torch.ones_like(v[..., :1])], -1)
                 out = q @ kv  # (B, n_t, d_v + 1)
                 return out[..., :-1] / out[..., -1:].clamp_min(1e-12)
@@ -140,7 +137,7 @@ class SpectralAttention(nn.Module):
         if self.kernel == "softmax":
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         elif self.positive:
-            q, k = _positive(q), _positive(k)
+            q, k = positive_features(q), positive_features(k)
         return scale * (q @ k.transpose(1, 2))
 
     def rows(self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor) -> Tensor:

@@ -97,7 +97,9 @@ class SpectralFilter(nn.Module):
         return self.out(msg.flatten(2))
 
 
-def _positive(x: Tensor) -> Tensor:
+def positive_features(x: Tensor) -> Tensor:
+    """elu + 1: the positive feature map that makes linear attention an average (the head's
+    linear kernel uses it too)."""
     return F.elu(x) + 1
 
 
@@ -117,8 +119,10 @@ class LinearCrossAttention(nn.Module):
     ) -> Tensor:
         """f (B, n, d) reads other (B, m, d) -> (B, n, d). values / queries: what V and Q are
         taken from instead of other / f (the positional control keys on encoded tokens)."""
-        q = _positive(self.q(f if queries is None else queries).unflatten(-1, (self.heads, -1)))
-        k = _positive(self.k(other).unflatten(-1, (self.heads, -1)))  # (B, m, H, d_h)
+        q = positive_features(
+            self.q(f if queries is None else queries).unflatten(-1, (self.heads, -1))
+        )
+        k = positive_features(self.k(other).unflatten(-1, (self.heads, -1)))  # (B, m, H, d_h)
         v = self.v(other if values is None else values).unflatten(-1, (self.heads, -1))
         kv = torch.einsum("bmhd,bmhe->bhde", k, v) / other.shape[1]  # (B, H, d_h, d_h)
         norm = torch.einsum("bnhd,bhd->bnh", q, k.mean(1)).clamp_min(1e-6)  # (B, n, H)
