@@ -22,9 +22,10 @@ class PairContext:
     """Everything the blocks need about the (target, sample) pair, computed once per forward."""
 
     cross: ProjectedAttention  # target queries against sample keys
-    sample_values: Tensor  # (B, n_s, 4) sample colour (3) and boundary strength (1)
-    target_boundary: Tensor  # (B, n_t) boundary strength of the target
-    sample_boundary: Tensor  # (B, n_s)
+    # what only the image ops read; None in a context built with ops=False (training)
+    sample_values: Tensor | None  # (B, n_s, 4) sample colour (3) and boundary strength (1)
+    target_boundary: Tensor | None  # (B, n_t) boundary strength of the target
+    sample_boundary: Tensor | None  # (B, n_s)
     work_shape: tuple[int, int]  # (h, w) the attention runs at
     sample_shape: tuple[int, int]  # (h_s, w_s) of the sample tokens
     target: Tensor  # (B, 3, H, W) the original target, full resolution

@@ -188,21 +188,24 @@ class SpectralShader(nn.Module):
     ) -> PairContext:
         """Spectra (cached), tokens and projected attention of a (target, sample) batch at the
         working resolution. stats, if given, collects timings and eigensolver residuals;
-        ops=False leaves out what only the pastes read (ink, components): training."""
+        ops=False leaves out what only the image ops read (boundaries, ink, components), and
+        the spectra too where the tokens and the stack do not read them: training, match()."""
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
-        start = time.perf_counter()
-        t_specs = [self.spectrum(img) for img in t_img]
-        s_specs = [self.spectrum(img) for img in s_img]
-        stats["spectra"] = stats.get("spectra", 0.0) + time.perf_counter() - start
-        stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
-            s.seconds for s in t_specs + s_specs
-        )
-        stats["residuals"] = {
-            "target": max(float(s.residuals.max()) for s in t_specs),
-            "sample": max(float(s.residuals.max()) for s in s_specs),
-        }
+        t_specs = s_specs = None
+        if ops or self.reads_spectra:  # a stem-only model trains without a single eigensolve
+            start = time.perf_counter()
+            t_specs = [self.spectrum(img) for img in t_img]
+            s_specs = [self.spectrum(img) for img in s_img]
+            stats["spectra"] = stats.get("spectra", 0.0) + time.perf_counter() - start
+            stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
+                s.seconds for s in t_specs + s_specs
+            )
+            stats["residuals"] = {
+                "target": max(float(s.residuals.max()) for s in t_specs),
+                "sample": max(float(s.residuals.max()) for s in s_specs),
+            }
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
@@ -214,16 +217,22 @@ class SpectralShader(nn.Module):
         else:
             f_s = self.encode(s_img, s_specs)  # (B, n_s, d)
         if self.stack is not None:
-            f_t, f_s = self.stack(
-                f_t, f_s, PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
-            )
-        s_boundary = torch.stack([s.boundary for s in s_specs])  # (B, n_s)
+            graphs = None  # an 'x'-only stack runs along no graph
+            if t_specs is not None:
+                graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
+            f_t, f_s = self.stack(f_t, f_s, graphs)
         pastes = ops and "c" in self.pattern
+        boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
+        if ops:
+            s_boundary = torch.stack([s.boundary for s in s_specs])  # (B, n_s)
+            boundary = dict(
+                sample_values=torch.cat([s_img.flatten(2), s_boundary[:, None]], 1).transpose(1, 2),
+                target_boundary=torch.stack([s.boundary for s in t_specs]),
+                sample_boundary=s_boundary,
+            )
         return PairContext(
             cross=ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel),
-            sample_values=torch.cat([s_img.flatten(2), s_boundary[:, None]], 1).transpose(1, 2),
-            target_boundary=torch.stack([s.boundary for s in t_specs]),
-            sample_boundary=s_boundary,
+            **boundary,
             work_shape=tuple(t_img.shape[-2:]),
             sample_shape=tuple(s_img.shape[-2:]),
             target=target,
@@ -232,7 +241,15 @@ class SpectralShader(nn.Module):
             target_ink=self.ink(target, self.config.paste.ink)[:, None] if pastes else None,
         )
 
-    def encode(self, images: Tensor, spectra: list[Spectrum]) -> Tensor:
+    @property
+    def reads_spectra(self) -> bool:
+        """Whether the tokens or the stack read the images' spectra (the image ops always do)."""
+        a = self.config.attention
+        return bool(self.hand_features) or a.qk_init in ("identity", "fmap") or "s" in (
+            self.config.stack.layers if self.stack is not None else ""
+        )
+
+    def encode(self, images: Tensor, spectra: list[Spectrum] | None) -> Tensor:
         """Tokens of working-resolution images (B, 3, h, w): the stem's, then the hand-made
         features', (B, h w, d)."""
         parts = []

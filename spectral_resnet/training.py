@@ -89,8 +89,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = SpectralShader(shader_config(cfg.model))
     if cfg.ckpt_path:
         check_resume(Path(cfg.ckpt_path), SpectralShader(model.config))
-    # the model's spectrum config: the workers cache exactly the spectra the model looks up
-    datamodule = build(cfg.data, "data", _convert_="all", spectrum=model.config.spectrum)
+    # the model's spectrum config: the workers cache exactly the spectra the model looks up,
+    # and none where its tokens and stack read none
+    spectrum = model.config.spectrum if model.reads_spectra else None
+    datamodule = build(cfg.data, "data", _convert_="all", spectrum=spectrum)
     optimizer = build(cfg.optim.optimizer, "optim")
     check_optimizer(optimizer)
     scheduler = build(cfg.optim.scheduler, "optim") if cfg.optim.get("scheduler") else None

@@ -74,6 +74,26 @@ def test_ops_with_no_seeds_leave_the_image_as_it_was(toof, tone):
     assert torch.equal(out.image, tone[None])
 
 
+@pytest.mark.parametrize("layers, solves", [("", 0), ("x", 0), ("s", 2)])
+def test_spectra_are_solved_only_where_tokens_stack_or_image_ops_read_them(
+    toof, tone, monkeypatch, layers, solves
+):
+    """A stem-only (or 'x'-only) model matches and trains without an eigensolve; the image
+    ops, and 's' layers, still get both images' spectra."""
+    cfg = config("c", 6, qk_init="learned", kernel="softmax", features=["stem"])
+    shader = SpectralShader(replace(cfg, stack=StackConfig(layers=layers, width=16)))
+    calls = []
+    spectrum = shader.spectrum
+    monkeypatch.setattr(shader, "spectrum", lambda image: calls.append(1) or spectrum(image))
+    ctx = shader.pair_context(tone[None], toof[None], ops=False)
+    assert ctx.sample_boundary is None and ctx.cross.argmax().shape == (1, tone[0].numel())
+    shader.match(tone[None], toof[None])
+    assert len(calls) == 2 * solves
+    calls.clear()
+    run(shader, tone[None], toof[None])
+    assert len(calls) == 2
+
+
 def test_gradients_reach_every_weight_of_the_stack_only_when_learned(toof, tone):
     torch.manual_seed(0)
     cfg = replace(config("c", 6, **STACK), stack=StackConfig(layers="sx", width=16))
