@@ -245,8 +245,10 @@ class SpectralShader(nn.Module):
     def reads_spectra(self) -> bool:
         """Whether the tokens or the stack read the images' spectra (the image ops always do)."""
         a = self.config.attention
-        return bool(self.hand_features) or a.qk_init in ("identity", "fmap") or "s" in (
-            self.config.stack.layers if self.stack is not None else ""
+        return (
+            bool(self.hand_features)
+            or a.qk_init in ("identity", "fmap")
+            or "s" in (self.config.stack.layers if self.stack is not None else "")
         )
 
     def encode(self, images: Tensor, spectra: list[Spectrum] | None) -> Tensor:

@@ -233,9 +233,7 @@ class Stack(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
 
-    def forward(
-        self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs | None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs | None) -> tuple[Tensor, Tensor]:
         """(B, n_t, dim), (B, n_s, dim) -> (B, n_t, width), (B, n_s, width); graphs: the
         images' spectra, which 's' layers need (None for a stack of 'x' layers only)."""
         f_t, f_s = self.embed(f_t), self.embed(f_s)
