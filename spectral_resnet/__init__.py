@@ -9,6 +9,7 @@ from spectral_resnet.config import (
     ShadingConfig,
     SpectrumConfig,
     StackConfig,
+    ViewConfig,
 )
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import ShaderOutput, SpectralShader
@@ -27,6 +28,7 @@ __all__ = [
     "SpectralShader",
     "SpectrumConfig",
     "StackConfig",
+    "ViewConfig",
     "load_image",
     "save_image",
 ]

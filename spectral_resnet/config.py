@@ -265,6 +265,29 @@ class ShadingConfig:
 
 
 @dataclass
+class ViewConfig:
+    """The turns and zooms of the sample a stem model also tries (spectral_resnet.views): per
+    pair it keeps the most confident, compared at `size` px. Models without the 'stem'
+    feature ignore them (their oriented patches are rotation-invariant already)."""
+
+    angles: list[float] = field(default_factory=lambda: [float(a) for a in range(-45, 46, 15)])
+    scales: list[float] = field(default_factory=lambda: [0.75, 0.87, 1.0, 1.15, 1.33])
+    size: int = 64  # long side (px) of the copies the views are compared at
+
+    def __post_init__(self):
+        if not list(self.angles) or not list(self.scales):
+            raise ValueError(
+                "views.angles and views.scales need a value each, e.g. [0.0] and [1.0]"
+            )
+        for a in self.angles:
+            check_range("views.angles", a, -360.0, 360.0)
+        for s in self.scales:
+            check_range("views.scales", s, 0.25, 4.0)
+        self.angles, self.scales = [float(a) for a in self.angles], [float(s) for s in self.scales]
+        check_range("views.size", self.size, 8, MAX_WORK_SIZE, integer=True)
+
+
+@dataclass
 class ShaderConfig:
     """The whole shader: a pattern of block letters and the options of each part."""
 
@@ -277,6 +300,7 @@ class ShaderConfig:
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
     paste: PasteConfig = field(default_factory=PasteConfig)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
 
@@ -285,6 +309,7 @@ class ShaderConfig:
             ("spectrum", SpectrumConfig),
             ("attention", AttentionConfig),
             ("stack", StackConfig),
+            ("views", ViewConfig),
             ("paste", PasteConfig),
             ("shading", ShadingConfig),
         ):  # plain dicts (from a checkpoint) become their dataclass

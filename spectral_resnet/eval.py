@@ -343,7 +343,8 @@ def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker
     for name, ckpt in checkpoints.items():
         if keep(name):
             path = PRETRAINED if ckpt == "pretrained" else Path(ckpt)
-            shader = SpectralShader.from_checkpoint(path).eval()
+            # the checkpoint's architecture with this run's runtime options (views, work_size)
+            shader = SpectralShader.from_checkpoint(path, config).eval()
             methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
     baselines: dict[str, Matcher] = {
         "colour NN": colour_nn,

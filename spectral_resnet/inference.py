@@ -189,6 +189,7 @@ def shade(shader, target, sample, name: str, t_path: Path, s_path: Path, device,
         "output": f"{name}_{shader.pattern}.png",
         "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
         "eigensolver_residuals": out.residuals,
+        "sample_view": None if out.views is None else dict(zip(("angle", "scale"), out.views[0])),
         "seeds": [b.seeds[0].tolist() for b in out.pastes],
         "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
         "skipped": [

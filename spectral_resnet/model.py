@@ -25,6 +25,7 @@ from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
+from spectral_resnet.views import View, pull_back, render, view_grid
 
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
 RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
@@ -43,6 +44,7 @@ class ShaderOutput:
     blocks: list[BlockOutput] = field(default_factory=list)  # one record per block
     timings: dict[str, float] = field(default_factory=dict)  # seconds: spectra, blocks, ...
     residuals: dict[str, float] = field(default_factory=dict)  # worst ||Lv - lambda v||
+    views: list[tuple[float, float]] | None = None  # per pair, the sample's (angle, scale)
 
     @property
     def activations(self) -> list[Tensor]:
@@ -206,6 +208,8 @@ class SpectralShader(nn.Module):
                 "target": max(float(s.residuals.max()) for s in t_specs),
                 "sample": max(float(s.residuals.max()) for s in s_specs),
             }
+        views = self.choose_views(t_img, s_img)
+        stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
@@ -215,12 +219,8 @@ class SpectralShader(nn.Module):
                 ]
             )
         else:
-            f_s = self.encode(s_img, s_specs)  # (B, n_s, d)
-        if self.stack is not None:
-            graphs = None  # an 'x'-only stack runs along no graph
-            if t_specs is not None:
-                graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
-            f_t, f_s = self.stack(f_t, f_s, graphs)
+            f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
+        f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs)
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
         if ops:
@@ -241,6 +241,44 @@ class SpectralShader(nn.Module):
             target_ink=self.ink(target, self.config.paste.ink)[:, None] if pastes else None,
         )
 
+    def refine(
+        self, f_t: Tensor, f_s: Tensor, t_specs: list[Spectrum] | None, s_specs
+    ) -> tuple[Tensor, Tensor]:
+        """The stack's layers on both token streams (tokens as they are without a stack)."""
+        if self.stack is None:
+            return f_t, f_s
+        graphs = None  # an 'x'-only stack runs along no graph
+        if t_specs is not None:
+            graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
+        return self.stack(f_t, f_s, graphs)
+
+    @torch.no_grad()
+    def choose_views(self, target: Tensor, sample: Tensor) -> list[View] | None:
+        """Per pair, the view of the sample (config.views) whose matches are most confident:
+        the best mean, over a grid of target pixels, of each one's top score, compared at
+        views.size px. None (the sample as it is) in training and for models without a stem."""
+        config = self.config.views
+        grid = view_grid(config.angles, config.scales)
+        if self.stem is None or self.training or len(grid) == 1:
+            return None
+        t = resize(target, work_shape(target.shape[-2:], config.size))
+        s = resize(sample, work_shape(sample.shape[-2:], config.size))
+        t_specs = s_specs = None
+        if self.reads_spectra:
+            t_specs, s_specs = [self.spectrum(i) for i in t], [self.spectrum(i) for i in s]
+        tokens_t = self.encode(t, t_specs)
+        n = tokens_t.shape[1]
+        queries = torch.arange(0, n, max(1, n // 256), device=t.device).expand(len(t), -1)
+        scores = []
+        for view in grid:
+            f_t, f_s = self.refine(
+                tokens_t, self.encode(s, s_specs, [view] * len(s)), t_specs, s_specs
+            )
+            cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
+            scores.append(cross.logits(queries).amax(-1).mean(-1))  # (B,)
+        best = torch.stack(scores).argmax(0)  # (B,) the first (identity) wins ties
+        return [grid[int(i)] for i in best]
+
     @property
     def reads_spectra(self) -> bool:
         """Whether the tokens or the stack read the images' spectra (the image ops always do)."""
@@ -251,12 +289,21 @@ class SpectralShader(nn.Module):
             or "s" in (self.config.stack.layers if self.stack is not None else "")
         )
 
-    def encode(self, images: Tensor, spectra: list[Spectrum] | None) -> Tensor:
+    def encode(
+        self, images: Tensor, spectra: list[Spectrum] | None, views: list[View] | None = None
+    ) -> Tensor:
         """Tokens of working-resolution images (B, 3, h, w): the stem's, then the hand-made
-        features', (B, h w, d)."""
+        features', (B, h w, d). views: per image, the view its stem features are taken
+        under, pulled back onto its own pixels (None: as it is)."""
         parts = []
-        if self.stem is not None:
+        if self.stem is not None and (views is None or all(v.identity for v in views)):
             parts.append(self.stem(images.float()))
+        elif self.stem is not None:
+            maps = [
+                pull_back(self.stem.maps(render(img[None].float(), v)), v)
+                for img, v in zip(images, views)
+            ]
+            parts.append(torch.cat(maps).flatten(2).transpose(1, 2))
         if self.hand_features:
             hand = [token_features(s, img, self.hand_features) for s, img in zip(spectra, images)]
             parts.append(torch.stack(hand))
@@ -308,7 +355,7 @@ class SpectralShader(nn.Module):
         """
         target, sample = self.check_pair(target, sample)
         began = time.perf_counter()
-        stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}}
+        stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}, "views": None}
         ctx = context if context is not None else self.pair_context(target, sample, stats)
         h = target  # (B, 3, H, W) the image the ops shade
         record: BlockOutput | None = None
@@ -325,7 +372,7 @@ class SpectralShader(nn.Module):
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
         timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)
-        return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"])
+        return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"], stats["views"])
 
     @torch.no_grad()
     def match(self, target: Tensor, sample: Tensor) -> Tensor:

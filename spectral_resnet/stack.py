@@ -45,11 +45,15 @@ class ConvStem(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, width, 1)  # linear read-out: features may be negative
 
-    def forward(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, H W, width)."""
+    def maps(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> feature maps (B, width, H, W)."""
         mean = image.mean((2, 3), keepdim=True)
         std = image.std((2, 3), keepdim=True).clamp_min(1e-3)
-        return self.out(self.body((image - mean) / std)).flatten(2).transpose(1, 2)
+        return self.out(self.body((image - mean) / std))
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> tokens (B, H W, width)."""
+        return self.maps(image).flatten(2).transpose(1, 2)
 
 
 class FFN(nn.Module):

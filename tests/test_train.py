@@ -46,18 +46,22 @@ def model_of(cfg) -> SpectralShader:
     return SpectralShader(OmegaConf.to_object(cfg.model))
 
 
-@pytest.mark.parametrize("experiment", ["learned", "stack", "pretrained", "identity", "fmap"])
+@pytest.mark.parametrize(
+    "experiment", ["learned", "stack", "stem", "pretrained", "identity", "fmap"]
+)
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
 def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trainer, logger):
     cfg = train_config(
         tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
     )
-    learned = experiment in ("learned", "stack", "pretrained")
+    learned = experiment in ("learned", "stack", "stem", "pretrained")
     assert cfg.model.attention.qk_init == ("learned" if learned else experiment)
     model = model_of(cfg)
     assert model.config.attention.trains == learned
     assert (model.stack is not None) == (experiment == "stack")
+    # the stem alone reads no spectra: its training data solves none
+    assert model.reads_spectra == (experiment != "stem")
     module = hydra.utils.instantiate(
         cfg.module,
         model=model,

@@ -1,0 +1,63 @@
+"""Views: the sample seen turned and zoomed, so that features which are not rotation- or
+scale-invariant (the conv stem's) still match a target that turned or zoomed.
+
+The encoder runs on the sample rendered under a view, and its features are pulled back
+onto the sample's own pixels, so every view scores the same sample places. The model keeps,
+per pair, the view whose matches are most confident: global orientation and scale selection,
+as the steerers keep the best of a descriptor's rotations. Views cost nothing in training,
+where the stem learns the small turns and zooms between two views.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class View:
+    """A turn (degrees, counter-clockwise on screen) and a zoom (> 1: larger) of an image
+    about its centre."""
+
+    angle: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self.angle % 360 == 0 and self.scale == 1
+
+    def theta(self, shape: tuple[int, int], device=None) -> Tensor:
+        """(2, 3) map of a pixel's normalised (x, y) to its place in the view, for
+        F.affine_grid; the aspect ratio is undone, so a turn is a turn on screen."""
+        h, w = shape
+        a = math.radians(self.angle)
+        c, s = math.cos(a) * self.scale, math.sin(a) * self.scale
+        return torch.tensor([[c, s * h / w, 0.0], [-s * w / h, c, 0.0]], device=device)
+
+
+def view_grid(angles: list[float], scales: list[float]) -> list[View]:
+    """Every (angle, scale) pair, the identity first (it wins ties)."""
+    views = [View(float(a), float(s)) for a in angles for s in scales]
+    return sorted(views, key=lambda v: not v.identity)
+
+
+def _warp(x: Tensor, theta: Tensor) -> Tensor:
+    grid = F.affine_grid(theta.expand(x.shape[0], -1, -1), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def render(images: Tensor, view: View) -> Tensor:
+    """(B, C, H, W) as seen under the view; zeros where the view looks past the image."""
+    theta = view.theta(images.shape[-2:], images.device)
+    inverse = torch.linalg.inv(torch.cat([theta, theta.new_tensor([[0.0, 0.0, 1.0]])]))[:2]
+    return _warp(images, inverse)
+
+
+def pull_back(features: Tensor, view: View) -> Tensor:
+    """Feature maps (B, C, H, W) of `render(image, view)` -> at the image's own pixels;
+    zeros where a pixel left the view (so it matches nothing)."""
+    return _warp(features, view.theta(features.shape[-2:], features.device))
