@@ -242,7 +242,11 @@ class SpectralShader(nn.Module):
         )
 
     def refine(
-        self, f_t: Tensor, f_s: Tensor, t_specs: list[Spectrum] | None, s_specs
+        self,
+        f_t: Tensor,
+        f_s: Tensor,
+        t_specs: list[Spectrum] | None,
+        s_specs: list[Spectrum] | None,
     ) -> tuple[Tensor, Tensor]:
         """The stack's layers on both token streams (tokens as they are without a stack)."""
         if self.stack is None:
@@ -286,7 +290,7 @@ class SpectralShader(nn.Module):
         return (
             bool(self.hand_features)
             or a.qk_init in ("identity", "fmap")
-            or "s" in (self.config.stack.layers if self.stack is not None else "")
+            or "s" in self.config.stack.layers
         )
 
     def encode(
