@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spectral_resnet import PRETRAINED
 from spectral_resnet.data.real import PHOTOS, data_dir
 from spectral_resnet.eval import real_warp, synthetic_pairs
 from spectral_resnet.model import SpectralShader, resize
@@ -72,8 +71,8 @@ def match_rows(pairs: int, seed: int) -> list[tuple]:
     data = list(synthetic_pairs(pairs, SIZE, seed, **real_warp(20.0, (0.9, 1.1))))
     rows = []
     for work in (64, 128, 256):
-        config = SpectralShader.from_checkpoint(PRETRAINED).config
-        shader = SpectralShader.from_checkpoint(PRETRAINED, replace(config, work_size=work))
+        config = SpectralShader.from_pretrained("default").config
+        shader = SpectralShader.from_pretrained("default", replace(config, work_size=work))
         hits, start = [], time.perf_counter()
         for target, sample, flow, valid in data:
             with torch.no_grad():

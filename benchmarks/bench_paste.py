@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from spectral_resnet import PRETRAINED, segments
+from spectral_resnet import segments
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.data.drawings import random_drawing
 from spectral_resnet.model import SpectralShader
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shader = SpectralShader.from_checkpoint(PRETRAINED, ShaderConfig()).eval()
+    shader = SpectralShader.from_pretrained("default", ShaderConfig()).eval()
     size = (args.size, args.size)
     records, skipped, runs, start = [], 0, 0, time.perf_counter()
     for i in range(args.pairs):

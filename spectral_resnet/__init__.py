@@ -1,7 +1,5 @@
 """spectral_resnet: copy structure from a sample image onto a target through spectral attention."""
 
-from pathlib import Path
-
 from spectral_resnet.config import (
     AttentionConfig,
     PasteConfig,
@@ -13,12 +11,9 @@ from spectral_resnet.config import (
 )
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import ShaderOutput, SpectralShader
-
-# the shipped weights: `python train.py experiment=pretrained` rebuilds them
-PRETRAINED = Path(__file__).resolve().parent / "weights" / "pretrained.pt"
+from spectral_resnet.weights import WEIGHTS, Weights, get_weights
 
 __all__ = [
-    "PRETRAINED",
     "AttentionConfig",
     "ImageError",
     "PasteConfig",
@@ -29,6 +24,9 @@ __all__ = [
     "SpectrumConfig",
     "StackConfig",
     "ViewConfig",
+    "WEIGHTS",
+    "Weights",
+    "get_weights",
     "load_image",
     "save_image",
 ]

@@ -1,5 +1,5 @@
-"""Batch inference: many pairs, one process (`python infer.py target=DIR sample=DIR`, or
-`pairs=pairs.csv`).
+"""Batch inference: many pairs, one process (`python infer.py target=DIR sample=DIR`,
+`target=DIR sample=FILE`: one sample for every frame, or `pairs=pairs.csv`).
 
 Dataloader workers read and check each pair's images and compute their spectra into the
 cache (`num_workers`), while the main process shades, renders and writes: one subfolder
@@ -29,7 +29,13 @@ from tqdm import tqdm
 
 from spectral_resnet.cli import run_directions, safe_name, write_json
 from spectral_resnet.config import ShaderConfig
-from spectral_resnet.io import IMAGE_SUFFIXES, load_image, remove_stale_temps, save_image
+from spectral_resnet.io import (
+    IMAGE_SUFFIXES,
+    image_mask,
+    load_image,
+    remove_stale_temps,
+    save_image,
+)
 from spectral_resnet.model import working_spectrum
 
 FAILURE_FIELDS = ("name", "target", "sample", "error")
@@ -103,6 +109,19 @@ def pairs_from_dirs(targets: Path, samples: Path) -> list[Pair]:
     return unique_names(pairs)
 
 
+def pairs_with_one_sample(targets: Path, sample: Path) -> list[Pair]:
+    """Every image of a folder, each named by its file's stem, with the same sample."""
+    files = [p for p in sorted(targets.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    stems = [p.stem for p in files]
+    return unique_names(
+        [
+            Pair(p.stem if stems.count(p.stem) == 1 else p.name, p, sample)
+            for p in files
+            if p.resolve() != sample.resolve()
+        ]
+    )
+
+
 def pairs_from_csv(path: Path) -> list[Pair]:
     """Rows `target,sample` (a header row of those names is allowed; a spreadsheet's UTF-8
     byte-order mark too); relative paths are relative to the CSV's folder. Names are
@@ -130,26 +149,35 @@ def batch_pairs(cfg: DictConfig, out_dir: Path) -> list[Pair]:
         pairs = pairs_from_csv(Path(cfg.pairs))
     else:
         target, sample = Path(cfg.target), Path(cfg.sample or "")
-        if not sample.is_dir():
-            raise BatchError(f"target={target} is a folder, so sample= must be a folder too")
-        for folder in (target, sample):
+        if not sample.is_dir() and not sample.is_file():
+            raise BatchError(
+                f"target={target} is a folder, so sample= must be a folder (paired by name) "
+                "or one image file (the sample of every target)"
+            )
+        for folder in (target, sample) if sample.is_dir() else (target,):
             if out_dir.resolve().is_relative_to(folder.resolve()):
                 raise BatchError(
                     f"output_dir {out_dir} is inside the input folder {folder}, so its pictures "
                     "would be read as inputs; choose an output_dir outside it"
                 )
-        pairs = pairs_from_dirs(target, sample)
+        if sample.is_dir():
+            pairs = pairs_from_dirs(target, sample)
+        else:
+            pairs = pairs_with_one_sample(target, sample)
     if not pairs:
         raise BatchError("no image pairs found; see `python infer.py --help`")
     return pairs
 
 
 class PairFiles(Dataset):
-    """Each pair's images, read, checked and with their spectra in the cache: the work the
-    dataloader workers do while the main process shades the previous pair."""
+    """Each pair's images and masks, read, checked and with their spectra in the cache: the
+    work the dataloader workers do while the main process shades the previous pair. A sample
+    shared by every pair (`target=DIR sample=FILE`) is read by the main process, once."""
 
-    def __init__(self, pairs, config: ShaderConfig, max_pixels: int):
-        self.pairs, self.config, self.max_pixels = pairs, config, max_pixels
+    def __init__(self, pairs, config: ShaderConfig, cfg: DictConfig, shared: Path | None = None):
+        self.pairs, self.config, self.max_pixels = pairs, config, cfg.max_pixels
+        self.masks = {"target": cfg.target_mask, "sample": cfg.sample_mask}
+        self.shared = shared
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -160,13 +188,17 @@ class PairFiles(Dataset):
         try:
             if pair.error:
                 raise ValueError(pair.error)
-            for role in ("target", "sample"):
-                image = load_image(item[role], max_pixels=self.max_pixels)
-                working_spectrum(self.config, image)  # cached for the model
-                item[f"{role}_image"] = image
+            for role in ("target", "sample") if self.shared is None else ("target",):
+                item[f"{role}_image"], item[f"{role}_mask"] = self.load(role, item[role])
         except (ValueError, OSError) as err:  # ImageError is a ValueError
             item["error"] = str(err)
         return item
+
+    def load(self, role: str, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One image, its spectrum warmed in the cache, and its mask (None: none)."""
+        image = load_image(path, max_pixels=self.max_pixels)
+        working_spectrum(self.config, image)  # cached for the model
+        return image, image_mask(self.masks[role], path, image.shape[-2:], f"{role}_mask")
 
 
 def quiet_worker(_: int) -> None:
@@ -212,7 +244,9 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path, shade) -> dict:
     stop the batch with BatchStopped, after summary.json records where it stopped."""
     start = time.perf_counter()
     pairs = batch_pairs(cfg, out_dir)
-    data = PairFiles(pairs, shader.config, cfg.max_pixels)
+    one = Path(cfg.sample) if cfg.target and Path(cfg.sample or "").is_file() else None
+    data = PairFiles(pairs, shader.config, cfg, shared=one)
+    shared = None if one is None else data.load("sample", one)  # read once, for every pair
     loader = DataLoader(
         data,
         batch_size=None,
@@ -238,7 +272,10 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path, shade) -> dict:
         )
 
     def write_pair(item: dict) -> list[dict]:
+        if shared is not None:  # the same tensor each pair: its ink and components found once
+            item["sample_image"], item["sample_mask"] = shared
         images = {item["target"]: item["target_image"], item["sample"]: item["sample_image"]}
+        masks = {item["target"]: item["target_mask"], item["sample"]: item["sample_mask"]}
         staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{item['name']}.", suffix=".partial"))
         try:
             entries = []
@@ -246,7 +283,9 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path, shade) -> dict:
                 cfg.direction, item["target"], item["sample"]
             ):
                 target, sample = images[t_path][None], images[s_path][None]
-                pictures, entry = shade(shader, target, sample, name, t_path, s_path, device)
+                pictures, entry = shade(
+                    shader, target, sample, name, t_path, s_path, device, masks=masks
+                )
                 for file, image in pictures.items():
                     save_image(image, staging / file)
                 thumbs.append(thumbnail(pictures[entry["output"]]))

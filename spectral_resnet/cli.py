@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet.config import ShaderConfig
+from spectral_resnet.weights import names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STARTED = time.time()
@@ -30,6 +31,8 @@ STARTED = time.time()
 PATH_OPTIONS = (
     "target",
     "sample",
+    "target_mask",
+    "sample_mask",
     "pairs",
     "output_dir",
     "ckpt",
@@ -52,6 +55,33 @@ if not OmegaConf.has_resolver("first"):
 
 class UsageError(ValueError):
     """A bad command-line value; the message says which and what to use instead."""
+
+
+class JobFailed(RuntimeError):
+    """A multirun job that ended with a non-zero status, raised so that its launcher (basic,
+    submitit, SLURM) records the job as failed; its own error line is already printed."""
+
+
+STATUSES: list[int] = []  # the exit status of every job this process ran
+
+
+def job_status(status: int) -> int:
+    """A Hydra task function's result: its exit status, kept for `exit_status()`. The task
+    returns instead of exiting, so a launcher running it in another process (submitit)
+    receives a result; a failed job of a multirun raises JobFailed."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    STATUSES.append(status)
+    if status and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise JobFailed(f"the job {HydraConfig.get().job.num} ended with exit status {status}")
+    return status
+
+
+def exit_status() -> int:
+    """The process's exit code: the worst status of the jobs it ran here (0 when a launcher
+    ran them elsewhere and they all returned)."""
+    return max(STATUSES, default=0)
 
 
 # --------------------------------------------------------------------------- the command line
@@ -181,7 +211,7 @@ def check_config(config_name: str, cfg: DictConfig) -> None:
         check_writable(Path(cfg.output_dir))
     if config_name == "eval" and cfg.json:
         check_output_file(Path(cfg.json), "json")
-    if config_name == "train" and cfg.export and cfg.export != "pretrained":
+    if config_name == "train" and cfg.export and cfg.export not in names():
         check_output_file(Path(cfg.export), "export")
     if config_name == "train" and cfg.ckpt_path:
         check_input_file(Path(cfg.ckpt_path), "ckpt_path")

@@ -354,14 +354,22 @@ class InferConfig:
 
     model: ShaderConfig = field(default_factory=ShaderConfig)
     target: str | None = None  # null: the bundled demo pair, assets/toof.png ...; a folder: batch
-    sample: str | None = None  # ... and assets/tone.png; a folder: paired with target's by name
+    # ... and assets/tone.png; a folder: paired with target's by name; a file beside a target
+    # folder: the one sample of every target in it
+    sample: str | None = None
+    # grey or alpha images (white / opaque: allowed), each following its image: as the target,
+    # where pastes may land; as the sample, which shapes may be taken. A folder in batch mode:
+    # one mask per image, by the image's name
+    target_mask: str | None = None
+    sample_mask: str | None = None
     pairs: str | None = None  # batch mode from a CSV of target,sample rows (paths relative to it)
     num_workers: int = 0  # batch mode: dataloader workers that read images and warm spectra
     strict: bool = False  # batch mode: exit 2 if any pair fails (default: only if all do)
     direction: str = "both"  # forward (paste sample onto target), reverse (the other way), both
-    # the shipped weights (a hand init given as model.attention.qk_init=... skips them); a
-    # train.py checkpoint path; or null: the configured model as it is
-    ckpt: str | None = "pretrained"
+    # shipped weights by name (spectral_resnet.weights: default, linear, stem; a hand init given
+    # as model.attention.qk_init=... skips them); a train.py checkpoint path; or null: the
+    # configured model as it is
+    ckpt: str | None = "default"
     output_dir: str | None = None  # null: Hydra's run dir, outputs/infer/<time>
     device: str = "cpu"  # cpu | cuda | cuda:N
     max_pixels: int = 4096 * 4096  # decompression-bomb guard (pixels per input image)
@@ -381,7 +389,7 @@ class EvalConfig:
     """`python -m spectral_resnet.eval`: which pairs, which metrics, where the table goes."""
 
     model: ShaderConfig = field(default_factory=ShaderConfig)
-    ckpt: str | None = "pretrained"  # the learned row: shipped weights, a checkpoint, or null
+    ckpt: str | None = "default"  # the learned row: shipped weights by name, a checkpoint, or null
     sets: Any = "all"  # or a list of names from spectral_resnet.eval.SETS
     pairs: int = 24  # pairs per warped set
     seed: int = 2000  # seed of the held-out pairs
@@ -421,7 +429,7 @@ class TrainConfig:
     optimized_metric: str = "val/pck@0.05"
     test: bool = True  # run the test split after fitting
     threads: int | None = None  # torch CPU threads per process; null: torch's default
-    # also save the best model (config + weights) here; "pretrained": into the package
+    # also save the best model (config + weights) here; a shipped name (default, stem): its file
     export: str | None = None
     output_dir: str = "${hydra:runtime.output_dir}"
 

@@ -32,6 +32,8 @@ class PairContext:
     sample: Tensor  # (B, 3, H_s, W_s) the sample, full resolution
     sample_labels: Tensor | None  # (B, H_s, W_s) ink components (0 = none); 'c' blocks only
     target_ink: Tensor | None = None  # (B, 1, H, W) bool: the target's ink; 'c' blocks only
+    target_allowed: Tensor | None = None  # (B, 1, H, W) bool: the target_mask; None: anywhere
+    sample_allowed: Tensor | None = None  # (B, 1, H_s, W_s) bool: the sample_mask
 
     @cached_property
     def retrieved(self) -> Tensor:
@@ -86,6 +88,8 @@ class Outcome(IntEnum):
     OVER_BUDGET = 2  # the run had made paste.max_pastes pastes already
     UNUSED = 3  # an empty slot: the activation had fewer peaks
     NOTHING_LEFT = 4  # every component the seed matches was pasted already
+    NO_ROOM_IN_MASK = 5  # NO_ROOM, with a target_mask that also rules places out
+    MASKED_SAMPLE = 6  # the sample_mask leaves no component to take
 
     def reason(self, paste: PasteConfig) -> str:
         """Why this seed made no paste, in words (empty for PLACED and UNUSED)."""
@@ -95,6 +99,9 @@ class Outcome(IntEnum):
             Outcome.OVER_BUDGET: f"over paste.max_pastes={paste.max_pastes}",
             Outcome.NOTHING_LEFT: "every sample component it matches was pasted already "
             "(once per run)",
+            Outcome.NO_ROOM_IN_MASK: "no room inside target_mask within paste.reach, clear of "
+            f"ink, frame and other pastes, down to paste.min_scale={paste.min_scale}",
+            Outcome.MASKED_SAMPLE: "sample_mask leaves no sample component to take",
         }.get(self, "")
 
 
@@ -111,7 +118,7 @@ class PasteReport:
     @property
     def skipped(self) -> Tensor:
         """(B, S) seeds whose component found no room within reach."""
-        return self.outcomes == Outcome.NO_ROOM
+        return (self.outcomes == Outcome.NO_ROOM) | (self.outcomes == Outcome.NO_ROOM_IN_MASK)
 
     @property
     def over_budget(self) -> Tensor:

@@ -33,7 +33,6 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
-from spectral_resnet import PRETRAINED
 from spectral_resnet.cli import (
     UsageError,
     check_options,
@@ -52,6 +51,7 @@ from spectral_resnet.model import CheckpointError, SpectralShader, index_to_xy
 from spectral_resnet.segments import component_scores
 from spectral_resnet.shading import ink_components, ink_mask
 from spectral_resnet.spectral import compute_spectrum
+from spectral_resnet.weights import checkpoint_path
 
 RANDOM = "random component"
 Matcher = Callable[[Tensor, Tensor], Tensor]  # (1,3,H,W), (1,3,Hs,Ws) -> (1,H,W,2) sample (x, y)
@@ -342,9 +342,8 @@ def build_methods(cfg: DictConfig) -> tuple[dict[str, Matcher], dict[str, Picker
     checkpoints = {"learned": cfg.ckpt, **named} if cfg.ckpt else named
     for name, ckpt in checkpoints.items():
         if keep(name):
-            path = PRETRAINED if ckpt == "pretrained" else Path(ckpt)
             # the checkpoint's architecture with this run's runtime options (views, work_size)
-            shader = SpectralShader.from_checkpoint(path, config).eval()
+            shader = SpectralShader.from_checkpoint(checkpoint_path(ckpt), config).eval()
             methods[name], pickers[name] = shader_matcher(shader), shader_picker(shader)
     baselines: dict[str, Matcher] = {
         "colour NN": colour_nn,

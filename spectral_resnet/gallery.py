@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spectral_resnet import PRETRAINED
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.data.drawings import DRAWINGS, SIZE
 from spectral_resnet.data.real import PHOTOS, data_dir
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no gallery inputs {missing} in {inputs}; run with --redraw", file=sys.stderr)
         return 2
     images = {n: load_image(inputs / f"{n}.png")[None] for n in names}
-    shader = SpectralShader.from_checkpoint(PRETRAINED, ShaderConfig()).eval()
+    shader = SpectralShader.from_pretrained("default", ShaderConfig()).eval()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {}
     for pair, (first, second, covers) in tqdm(PAIRS.items(), desc="gallery", unit="pair"):

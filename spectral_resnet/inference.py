@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from spectral_resnet import PRETRAINED, viz
+from spectral_resnet import viz
 from spectral_resnet.batch import BatchStopped, run_batch
 from spectral_resnet.cli import (
     UsageError,
@@ -32,8 +32,16 @@ from spectral_resnet.cli import (
     write_json,
 )
 from spectral_resnet.context import Outcome
-from spectral_resnet.io import ImageError, encode_image, load_image, save_image, to_uint8
+from spectral_resnet.io import (
+    ImageError,
+    encode_image,
+    image_mask,
+    load_image,
+    save_image,
+    to_uint8,
+)
 from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -66,14 +74,16 @@ def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
     fixed; runtime options such as pattern, work_size and paste.* from the config)."""
     config, given = shader_config(cfg.model), model_overrides()
     ckpt = cfg.ckpt
-    if ckpt == "pretrained":  # the shipped weights, unless the command line picks a hand init
-        ckpt = None if "attention.qk_init" in given else PRETRAINED
+    if ckpt in ALIASES and "attention.qk_init" in given:  # the command line picks a hand init
+        ckpt = None
     if ckpt:
-        return SpectralShader.from_checkpoint(ckpt, config, given).to(device).eval()
+        return (
+            SpectralShader.from_checkpoint(checkpoint_path(ckpt), config, given).to(device).eval()
+        )
     if config.attention.qk_init == "learned":
         print(
             "warning: qk_init=learned without a checkpoint runs untrained projections "
-            "(patch matching); use ckpt=pretrained or a train.py checkpoint",
+            "(patch matching); use ckpt=default or a train.py checkpoint",
             file=sys.stderr,
         )
     return SpectralShader(config).to(device).eval()
@@ -135,6 +145,13 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
     sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
     images = {p: load_image(p, max_pixels=cfg.max_pixels) for p in (target_path, sample_path)}
+    masks = {  # a mask follows its image: in the reverse run the target's acts as the sample's
+        path: image_mask(mask, path, images[path].shape[-2:], option)
+        for path, mask, option in (
+            (sample_path, cfg.sample_mask, "sample_mask"),
+            (target_path, cfg.target_mask, "target_mask"),
+        )
+    }
     out_dir = resolve_output_dir(cfg)
     check_writable(out_dir)
     shader = build_shader(cfg, device)
@@ -149,7 +166,7 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         for name, t_path, s_path in run_directions(cfg.direction, target_path, sample_path):
             images_t, images_s = images[t_path][None], images[s_path][None]
             made, entry = shade(
-                shader, images_t, images_s, name, t_path, s_path, device, cfg.progress
+                shader, images_t, images_s, name, t_path, s_path, device, cfg.progress, masks
             )
             for file, image in made.items():
                 encoding[file] = pool.submit(encode_image, to_uint8(image), Path(file).suffix)
@@ -173,13 +190,32 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return out_dir, written
 
 
-def shade(shader, target, sample, name: str, t_path: Path, s_path: Path, device, progress=False):
+def shade(
+    shader,
+    target,
+    sample,
+    name: str,
+    t_path: Path,
+    s_path: Path,
+    device,
+    progress=False,
+    masks: dict[Path, torch.Tensor | None] | None = None,
+):
     """One direction, named `name`: shade `target` (1, 3, H, W) with `sample`, render every
-    picture in memory; returns (file name -> image, the run's run.json entry)."""
+    picture in memory; returns (file name -> image, the run's run.json entry). masks: each
+    image's mask (H, W) bool by its path, if it has one."""
+    masks = masks or {}
+    t_mask, s_mask = (masks.get(p) for p in (t_path, s_path))
     bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
     try:  # closed on Ctrl-C too, so the message after it starts a line of its own
         with torch.no_grad():
-            out = shader(target.to(device), sample.to(device), progress=lambda _: bar.update(1))
+            out = shader(
+                target.to(device),
+                sample.to(device),
+                progress=lambda _: bar.update(1),
+                target_mask=None if t_mask is None else t_mask.to(device),
+                sample_mask=None if s_mask is None else s_mask.to(device),
+            )
     finally:
         bar.close()
     pictures = render(name, target.cpu(), sample.cpu(), out, shader.pattern)
@@ -187,6 +223,7 @@ def shade(shader, target, sample, name: str, t_path: Path, s_path: Path, device,
         "target": str(t_path),
         "sample": str(s_path),
         "output": f"{name}_{shader.pattern}.png",
+        "masks": {"target": t_mask is not None, "sample": s_mask is not None},
         "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
         "eigensolver_residuals": out.residuals,
         "sample_view": None if out.views is None else dict(zip(("angle", "scale"), out.views[0])),

@@ -7,6 +7,7 @@ Writes are atomic, so a failed run never leaves half a file.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import shutil
@@ -79,9 +80,60 @@ def _to_rgb(img: Image.Image, path: Path) -> Tensor:
     return torch.empty(3, *rgb.shape[:2]).copy_(rgb.permute(2, 0, 1)).div_(255.0)  # one pass
 
 
+def _to_mask(img: Image.Image, path: Path) -> Tensor:
+    """A mask file -> (H, W) bool, True where allowed: its alpha if it has one (transparent =
+    forbidden), else its grey level (black = forbidden, white = allowed), cut at half."""
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "RGBA", "PA"):
+        return torch.from_numpy(np.asarray(img.getchannel("A")) >= 128)
+    return _to_rgb(img, path).mean(0) >= 0.5
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an image file as a (3, H, W) float32 tensor in [0, 1]; raise ImageError if unusable."""
+    return read_image(Path(path), max_pixels, _to_rgb)
+
+
+def load_mask(path: str | os.PathLike, shape: tuple[int, int], option: str = "mask") -> Tensor:
+    """Read a grey or alpha mask file for an image of `shape` (H, W) as (H, W) bool (True:
+    allowed). A mask of another size with the image's aspect ratio is resized (nearest)."""
     path = Path(path)
+    mask = read_image(path, DEFAULT_MAX_PIXELS, _to_mask)
+    if tuple(mask.shape) != tuple(shape):
+        (h, w), (height, width) = mask.shape, shape
+        if abs(h * width - w * height) > 0.02 * h * width:
+            raise ImageError(
+                f"{option} {path}: {w}x{h}, but the image is {width}x{height}; give a mask of "
+                "the image's size (or of its aspect ratio)"
+            )
+        mask = torch.nn.functional.interpolate(mask[None, None].float(), size=shape)[0, 0] > 0.5
+    return mask
+
+
+def image_mask(mask: str | None, image: Path, shape: tuple[int, int], option: str) -> Tensor | None:
+    """The mask option's mask for `image` (of `shape`): the file itself, or in a folder the
+    file named like the image (`cat.png`'s mask is `masks/cat.*`); None without one."""
+    if not mask:
+        return None
+    path = Path(mask)
+    if path.is_dir():
+        found = [
+            p
+            for p in sorted(path.glob(f"{glob.escape(image.stem)}.*"))
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if not found:
+            raise ImageError(
+                f"{option}={path}: no mask named {image.stem}.* for {image.name}; add one"
+            )
+        path = found[0]
+    return load_mask(path, shape, option)
+
+
+def read_image(path: Path, max_pixels: int, convert) -> Tensor:
+    """Open, check and decode an image file, then `convert(img, path)` it; every way the file
+    can be wrong is an ImageError."""
     if not path.exists():
         raise ImageError(f"{path}: file not found; check the path")
     if path.is_dir():
@@ -103,7 +155,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "downscale it or raise max_pixels"
                     )
                 img.load()
-                image = _to_rgb(ImageOps.exif_transpose(img), path)  # phone photos stand upright
+                image = convert(ImageOps.exif_transpose(img), path)  # phone photos stand upright
     except ImageError:
         raise
     except Image.DecompressionBombError:

@@ -7,6 +7,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spectral_resnet import shading
+from spectral_resnet import segments, shading
 from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
 from spectral_resnet.blocks import BLOCKS
 from spectral_resnet.config import ARCHITECTURE, LEARNED_FEATURES, ShaderConfig
@@ -26,6 +27,7 @@ from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 from spectral_resnet.views import View, pull_back, render, view_grid
+from spectral_resnet.weights import checkpoint_path
 
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
 RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
@@ -107,26 +109,58 @@ def working_spectrum(config: ShaderConfig, image: Tensor) -> Spectrum:
     return config.spectrum.compute(small.detach())
 
 
-class InkMemo:
-    """Ink masks of the last few images: a pair shaded both ways needs each image's ink twice
-    (as target, as sample), and at phone size a mask costs a second. An entry holds its
-    image, so no other tensor can take its memory (and its key) while it is kept; an
-    in-place change bumps the tensor's version, so it misses."""
+def check_mask(mask: Tensor | None, image: Tensor, name: str) -> Tensor | None:
+    """A mask for `image` (B, 3, H, W) as (B, 1, H, W) bool (True: allowed): given as
+    (H, W), (1 or B, H, W) or (1 or B, 1, H, W), bool or values in [0, 1] (>= 0.5 allows)."""
+    if mask is None:
+        return None
+    b, _, height, width = image.shape
+    m = torch.as_tensor(mask, device=image.device)
+    m = m[None, None] if m.dim() == 2 else m[:, None] if m.dim() == 3 else m
+    if (
+        m.dim() != 4
+        or m.shape[1] != 1
+        or m.shape[0] not in (1, b)
+        or m.shape[-2:] != (height, width)
+    ):
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)}; it must cover the image, "
+            f"(H, W) = ({height}, {width}), one channel"
+        )
+    if m.dtype != torch.bool:
+        m = m.float()
+        if float(m.min()) < 0 or float(m.max()) > 1:
+            raise ValueError(f"{name} values must be in [0, 1] (or bool)")
+        m = m >= 0.5
+    return m.expand(b, 1, height, width)
 
-    def __init__(self, size: int = 4):
+
+class ImageMemo:
+    """What was computed from the last few images (ink masks, ink components): a pair shaded
+    both ways needs each image's ink twice (as target, as sample), a folder shaded with one
+    sample needs its components once per frame, and at phone size each costs a second. An
+    entry holds its image, so no other tensor can take its memory (and its key) while it is
+    kept; an in-place change bumps the tensor's version, so it misses."""
+
+    def __init__(self, size: int = 8):
         self.size, self.entries = size, OrderedDict()
 
-    def __call__(self, image: Tensor, ink: str) -> Tensor:
-        """`shading.ink_mask(image, ink)`, (B, H, W) bool."""
+    def __call__(self, image: Tensor, what: tuple, compute: Callable[[], Tensor]) -> Tensor:
+        """`compute()`, the result for `image` and `what` (what it is, and its options)."""
         if image.is_inference():  # no version counter to key on (Lightning's test loop)
-            return shading.ink_mask(image, ink=ink)
+            return compute()
         key = (image.data_ptr(), image.shape, image.stride(), image.dtype, image.device)
-        key += (image._version, ink)
+        key += (image._version, *what)
         if key not in self.entries:
-            self.entries[key] = (image, shading.ink_mask(image, ink=ink))
+            self.entries[key] = (image, compute())
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
         return self.entries[key][1]
+
+    def ink(self, image: Tensor, ink: str) -> Tensor:
+        """`shading.ink_mask(image, ink)`, (B, H, W) bool."""
+        return self(image, ("ink", ink), lambda: shading.ink_mask(image, ink=ink))
 
 
 class SpectralShader(nn.Module):
@@ -177,7 +211,7 @@ class SpectralShader(nn.Module):
         # transfer of functions; the raw form for eigenvector bases
         self.cross_kernel = SpectralAttention(**kernel, positive=a.kernel == "linear" and not raw)
         self.blocks = nn.ModuleList(BLOCKS[letter](config) for letter in self.pattern)
-        self.ink = InkMemo()
+        self.memo = ImageMemo()
 
     # ------------------------------------------------------------------ spectra and context
 
@@ -186,12 +220,20 @@ class SpectralShader(nn.Module):
         return self.config.spectrum.compute(image.detach()).to(image.device, torch.float32)
 
     def pair_context(
-        self, target: Tensor, sample: Tensor, stats: dict | None = None, ops: bool = True
+        self,
+        target: Tensor,
+        sample: Tensor,
+        stats: dict | None = None,
+        ops: bool = True,
+        target_mask: Tensor | None = None,
+        sample_mask: Tensor | None = None,
     ) -> PairContext:
         """Spectra (cached), tokens and projected attention of a (target, sample) batch at the
         working resolution. stats, if given, collects timings and eigensolver residuals;
         ops=False leaves out what only the image ops read (boundaries, ink, components), and
-        the spectra too where the tokens and the stack do not read them: training, match()."""
+        the spectra too where the tokens and the stack do not read them: training, match().
+        Masks (B, 1, H, W) bool, checked (`check_mask`): where pastes may land, and which
+        sample components may be taken."""
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
@@ -237,8 +279,10 @@ class SpectralShader(nn.Module):
             sample_shape=tuple(s_img.shape[-2:]),
             target=target,
             sample=sample,
-            sample_labels=self.sample_components(sample) if pastes else None,
-            target_ink=self.ink(target, self.config.paste.ink)[:, None] if pastes else None,
+            sample_labels=self.sample_components(sample, sample_mask) if pastes else None,
+            target_ink=self.memo.ink(target, self.config.paste.ink)[:, None] if pastes else None,
+            target_allowed=target_mask,
+            sample_allowed=sample_mask,
         )
 
     def refine(
@@ -313,11 +357,19 @@ class SpectralShader(nn.Module):
             parts.append(torch.stack(hand))
         return torch.cat(parts, -1)
 
-    def sample_components(self, sample: Tensor) -> Tensor:
+    def sample_components(self, sample: Tensor, allowed: Tensor | None = None) -> Tensor:
         """Ink components of each sample (B, H_s, W_s), specks annihilated: one component =
-        one shape = one paste."""
+        one shape = one paste. allowed (B, 1, H_s, W_s) bool, the sample_mask: a component
+        stays a candidate when at least half of it lies where the mask allows."""
         paste = self.config.paste
-        return shading.ink_components(self.ink(sample, paste.ink), min_area=paste.min_area)
+        labels = self.memo(
+            sample,
+            ("components", paste.ink, paste.min_area),
+            lambda: shading.ink_components(
+                self.memo.ink(sample, paste.ink), min_area=paste.min_area
+            ),
+        )
+        return labels if allowed is None else segments.keep_components(labels, allowed[:, 0])
 
     @staticmethod
     def check_pair(target: Tensor, sample: Tensor) -> tuple[Tensor, Tensor]:
@@ -351,28 +403,39 @@ class SpectralShader(nn.Module):
         sample: Tensor,
         progress=None,
         context: PairContext | None = None,
+        target_mask: Tensor | None = None,
+        sample_mask: Tensor | None = None,
     ) -> ShaderOutput:
         """target (B, 3, H, W), sample (B, 3, H_s, W_s) in [0, 1] -> ShaderOutput.
 
         progress: called with the block index after each block (progress bars).
         context: a PairContext from `self.pair_context(target, sample)`, to reuse it.
+        target_mask: (B, 1, H, W) (or (H, W)), bool or [0, 1]: where the ops may change the
+            target (pastes land only there); sample_mask: which sample components may be
+            taken (those at least half inside it). None: everywhere.
         """
         target, sample = self.check_pair(target, sample)
+        target_mask = check_mask(target_mask, target, "target_mask")
+        sample_mask = check_mask(sample_mask, sample, "sample_mask")
+        masks = dict(target_mask=target_mask, sample_mask=sample_mask)
         began = time.perf_counter()
         stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}, "views": None}
-        ctx = context if context is not None else self.pair_context(target, sample, stats)
+        ctx = context if context is not None else self.pair_context(target, sample, stats, **masks)
         h = target  # (B, 3, H, W) the image the ops shade
         record: BlockOutput | None = None
         records, block_time = [], 0.0
         for i, block in enumerate(self.blocks):
             if i > 0 and self.config.refresh_target:  # the target changed: re-embed it
-                ctx = replace(self.pair_context(h.clamp(0, 1), sample, stats), target=target)
+                ctx = self.pair_context(h.clamp(0, 1), sample, stats, **masks)
+                ctx = replace(ctx, target=target)
             t0 = time.perf_counter()
             h, record = block(h, ctx, record)
             block_time += time.perf_counter() - t0
             records.append(record)
             if progress is not None:
                 progress(i)
+        if target_mask is not None:  # whatever an op changed outside the mask goes back
+            h = torch.where(target_mask, h, target)
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
         timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)
@@ -439,6 +502,14 @@ class SpectralShader(nn.Module):
         model = cls(config)
         model.load_weights(state, path)
         return model
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str = "default", config: ShaderConfig | None = None, overrides=()
+    ) -> SpectralShader:
+        """The shipped weights called `name` (spectral_resnet.weights: "default", "linear",
+        "stem"), checked against their sha256; config and overrides as in from_checkpoint."""
+        return cls.from_checkpoint(checkpoint_path(name), config, overrides)
 
     def load_weights(self, state: dict[str, Tensor], path) -> None:
         """Load a checkpoint's weights: every weight this model has must be in it, in shape."""

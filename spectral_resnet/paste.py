@@ -65,9 +65,13 @@ class SegmentPaste(nn.Module):
         src = centroids(cutouts)  # (B, S, 2) sample (y, x)
         angle = self.angles(ctx.target_ink, seeds, cutouts)  # (B, S)
         dest, scale, outcome = self.place(
-            ctx.target_ink, seeds, cutouts, src, angle, before, carry.covered
+            ctx.target_ink, seeds, cutouts, src, angle, before, carry.covered, ctx.target_allowed
         )
-        outcome = torch.where(valid & (picked == 0), Outcome.NOTHING_LEFT, outcome)
+        none_left = Outcome.NOTHING_LEFT
+        if ctx.sample_allowed is not None:  # a sample mask that leaves nothing says so
+            empty = ctx.sample_labels.flatten(1).amax(1) == 0  # (B,)
+            none_left = torch.where(empty, Outcome.MASKED_SAMPLE, none_left)[:, None]
+        outcome = torch.where(valid & (picked == 0), none_left, outcome)
         placed = outcome == Outcome.PLACED  # (B, S)
         cutouts = [[c if ok else None for c, ok in zip(*rows)] for rows in zip(cutouts, placed)]
         warped, out, alpha = self.composite(h, seeds, cutouts, src, dest, angle, scale, ctx)
@@ -136,13 +140,24 @@ class SegmentPaste(nn.Module):
             return target_dir - torch.tensor(own).reshape(seeds.shape[:2])
         return torch.full(seeds.shape[:2], math.radians(float(self.paste.rotation)))
 
-    def place(self, ink, seeds, cutouts, src, angle, pasted: Tensor, covered: Tensor | None = None):
+    def place(
+        self,
+        ink,
+        seeds,
+        cutouts,
+        src,
+        angle,
+        pasted: Tensor,
+        covered: Tensor | None = None,
+        allowed: Tensor | None = None,
+    ):
         """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
-        (an Outcome: PLACED, NO_ROOM, OVER_BUDGET, or UNUSED for empty seed slots).
+        (an Outcome: PLACED, NO_ROOM (NO_ROOM_IN_MASK), OVER_BUDGET, or UNUSED for empty slots).
 
         ink (B, 1, H, W) bool: the target's; cutouts [B][S]: each seed's component (None:
         nothing to place); src (B, S, 2) their centroids; angle (B, S); pasted (B, P): labels
-        pasted by earlier blocks, which count against paste.max_pastes.
+        pasted by earlier blocks, which count against paste.max_pastes; allowed (B, 1, H, W)
+        bool, the target_mask: a paste lands wholly inside it, as if the rest were pasted.
 
         A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
         footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
@@ -157,8 +172,11 @@ class SegmentPaste(nn.Module):
         clearance = max(1, round(0.01 * side))
         step = max(1, math.ceil(side / PLACEMENT_CELLS))  # pixels per placement cell
         ink = F.max_pool2d(ink.float(), step, step, ceil_mode=True).double()  # (B, 1, Hc, Wc)
-        if covered is not None:  # earlier blocks' pastes, whatever their colour
-            taken = F.max_pool2d((covered > 0.1).float(), step, step, ceil_mode=True)
+        taken = None if covered is None else covered > 0.1  # earlier blocks' pastes
+        if allowed is not None:  # outside the target_mask counts as taken
+            taken = ~allowed if taken is None else taken | ~allowed
+        if taken is not None:
+            taken = F.max_pool2d(taken.float(), step, step, ceil_mode=True)
             ink = torch.maximum(ink, taken.double() * float(height * width))
         grow = math.ceil(clearance / step)  # the clearance, in cells
         framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
@@ -167,6 +185,7 @@ class SegmentPaste(nn.Module):
         dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
         scale = torch.ones(b, s)
         outcome = torch.full((b, s), Outcome.UNUSED, dtype=torch.long)
+        no_room = Outcome.NO_ROOM if allowed is None else Outcome.NO_ROOM_IN_MASK
         ys = (torch.arange(cells_h, dtype=torch.float32) * step + step // 2).view(-1, 1)
         xs = (torch.arange(cells_w, dtype=torch.float32) * step + step // 2).view(1, -1)
         for i in range(b):
@@ -180,7 +199,7 @@ class SegmentPaste(nn.Module):
                     continue
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
-                outcome[i, j] = Outcome.NO_ROOM
+                outcome[i, j] = no_room
                 for factor in self.scales():
                     r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
                     centre = float(r * step + step // 2)

@@ -45,6 +45,20 @@ def annihilate_fuzz(labels: Tensor, min_area: int = 8) -> Tensor:
     return new_ids[labels]
 
 
+def keep_components(labels: Tensor, allowed: Tensor, share: float = 0.5) -> Tensor:
+    """Labels (B, H, W) with only the components of which at least `share` lies where
+    `allowed` (B, H, W) bool is set (a user's rough brush stroke keeps or drops a whole
+    shape), relabelled 1..M in their order."""
+    kept = []
+    for lab, ok in zip(labels, allowed):
+        total = component_areas(lab)
+        inside = torch.bincount(lab[ok].flatten(), minlength=total.numel())
+        keep = inside >= share * total
+        keep[0] = False
+        kept.append((torch.cumsum(keep.long(), 0) * keep.long())[lab])
+    return torch.stack(kept)
+
+
 def component_scores(rows: Tensor, labels: Tensor) -> Tensor:
     """How much each seed's attention row (B, S, h, w) favours each component of labels
     (B, H, W): the row's mean over the component, (B, S, N + 1), the row read

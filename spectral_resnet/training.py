@@ -4,6 +4,7 @@ and write metrics.json for sweeps. Returns the optimised metric (for Hydra sweep
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_resnet import PRETRAINED, viz
+from spectral_resnet import viz
 from spectral_resnet.cli import (
     UsageError,
     build,
@@ -25,6 +26,7 @@ from spectral_resnet.cli import (
 from spectral_resnet.config import ARCHITECTURE
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError, SpectralShader, load_checkpoint, read_checkpoint
+from spectral_resnet.weights import get_weights, names
 
 TRAINER_COUNTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "log_every_n_steps")
 TRAINER_AMOUNTS = ("limit_train_batches", "limit_val_batches", "val_check_interval")
@@ -81,7 +83,7 @@ def check_resume(path: Path, model: SpectralShader) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns every logged metric as a float."""
     check_trainer(cfg.trainer)
-    if cfg.export and cfg.export != "pretrained":  # before the training whose result it keeps
+    if cfg.export and cfg.export not in names():  # before the training whose result it keeps
         check_output_file(Path(cfg.export), "export")
     set_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -112,10 +114,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(module, datamodule=datamodule)
         checkpoint = None
     if checkpoint and cfg.get("export") and trainer.is_global_zero:  # kilobytes: config + weights
-        path = PRETRAINED if cfg.export == "pretrained" else Path(cfg.export)
+        named = cfg.export in names()
+        path = get_weights(cfg.export).path if named else Path(cfg.export)
         path.parent.mkdir(parents=True, exist_ok=True)
         SpectralShader.from_checkpoint(checkpoint).save(path)
         print(f"exported the best weights to {path}")
+        if named:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            print(f"its sha256 is {digest}: set it in spectral_resnet/weights/__init__.py")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint)  # the best weights

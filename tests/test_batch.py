@@ -241,3 +241,57 @@ def test_a_batch_where_every_pair_fails_says_so_on_stderr(tmp_path, capsys):
     code, out = run_cli(tmp_path, f"target={a}", f"sample={b}")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"infer.py: error: every pair failed; see {out / 'summary.json'}"]
+
+
+def test_one_sample_for_a_folder_of_targets_solves_its_spectrum_once(tmp_path, monkeypatch):
+    """`target=DIR sample=FILE`: every frame with the same sample, whose spectrum is solved
+    and whose ink components are found once for the whole folder."""
+    import spectral_resnet.shading as shading
+    import spectral_resnet.spectral.spectrum as spectrum
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        small_png(frames / f"f{i}.png", (24 + 4 * i, 24))  # three different frames
+    sample = small_png(tmp_path / "style.png", (20, 20))
+    solves, found = [], []
+    eigenpairs, components = spectrum.eigenpairs, shading.ink_components
+    monkeypatch.setattr(
+        spectrum, "eigenpairs", lambda op, *a, **k: solves.append(op.n) or eigenpairs(op, *a, **k)
+    )
+    monkeypatch.setattr(
+        shading, "ink_components", lambda ink, **k: found.append(ink.shape) or components(ink, **k)
+    )
+    monkeypatch.setenv("SPECTRAL_RESNET_CACHE", str(tmp_path / "cache"))  # nothing cached yet
+    code, out = run_cli(
+        tmp_path, f"target={frames}", f"sample={sample}", "direction=forward", "ckpt=default"
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["name"] for d in summary["done"]] == ["f0", "f1", "f2"]
+    assert len(solves) == 4  # three frames and the sample, once
+    assert found == [(1, 20, 20)]  # the sample's components, once
+    assert all((out / f"f{i}" / f"f{i}_style_cccc.png").exists() for i in range(3))
+
+
+def test_a_mask_folder_gives_each_target_its_own_mask(tmp_path):
+    frames, masks = tmp_path / "frames", tmp_path / "masks"
+    frames.mkdir()
+    masks.mkdir()
+    for i in range(2):
+        small_png(frames / f"f{i}.png")
+    Image.new("L", (24, 24), 0).save(masks / "f0.png")  # forbids every change to f0
+    sample = small_png(tmp_path / "style.png")
+    code, out = run_cli(
+        tmp_path,
+        f"target={frames}",
+        f"sample={sample}",
+        f"target_mask={masks}",
+        "direction=forward",
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["name"] for d in summary["done"]] == ["f0"]
+    assert "no mask named f1.* for f1.png" in summary["failed"][0]["error"]
+    result = Image.open(out / "f0" / "f0_style_cccc.png")
+    assert result.tobytes() == Image.open(frames / "f0.png").convert("RGB").tobytes()

@@ -271,10 +271,10 @@ def test_checkpoint_brings_its_model_and_refuses_architecture_overrides(tmp_path
 
 
 def test_default_run_uses_the_shipped_weights_and_a_hand_init_skips_them(tmp_path):
-    from spectral_resnet import PRETRAINED, SpectralShader
+    from spectral_resnet import SpectralShader
 
-    shipped = SpectralShader.from_checkpoint(PRETRAINED).config
-    assert shipped.attention.qk_init == "learned" and PRETRAINED.stat().st_size < 2_000_000
+    shipped = SpectralShader.from_pretrained("default").config
+    assert shipped.attention.qk_init == "learned"
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     base = [sys.executable, str(ROOT / "infer.py"), "direction=forward", "progress=false"]
     for extra, init in (([], "learned"), (["model.attention.qk_init=fmap"], "fmap")):
@@ -455,3 +455,30 @@ def test_a_bad_cache_size_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, out = run_cli(tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "SPECTRAL_RESNET_CACHE_GB" in err[0] and not out.exists()
+
+
+def test_masks_from_the_command_line_follow_their_image(tmp_path):
+    """target_mask= and sample_mask= read grey or alpha files; a mask follows its image,
+    so a target mask that forbids everything leaves the forward output as the target and
+    its skips in run.json say why; a mask of the wrong shape is one line, exit 2."""
+    from spectral_resnet.io import load_mask
+
+    grey = tmp_path / "none.png"
+    Image.new("L", (160, 160), 0).save(grey)
+    alpha = tmp_path / "left.png"
+    rgba = np.zeros((80, 80, 4), np.uint8)
+    rgba[:, :40, 3] = 255
+    Image.fromarray(rgba).save(alpha)
+    left = load_mask(alpha, (160, 160))  # resized to the image: same aspect ratio
+    assert left[:, :80].all() and not left[:, 80:].any()
+    code, out = run_cli(tmp_path, f"target_mask={grey}", "ckpt=default")
+    assert code == 0
+    runs = json.loads((out / "run.json").read_text())["runs"]
+    assert runs[0]["masks"] == {"target": True, "sample": False}
+    assert runs[0]["skipped"] and all("target_mask" in s["reason"] for s in runs[0]["skipped"])
+    target = ROOT / "assets" / "toof.png"
+    assert torch.equal(load_image(out / runs[0]["output"]), load_image(target))
+    assert any("sample_mask" in s["reason"] for s in runs[1]["skipped"])  # reverse: as sample
+    Image.new("L", (30, 10), 255).save(tmp_path / "thin.png")
+    code, _ = run_cli(tmp_path, f"sample_mask={tmp_path / 'thin.png'}")
+    assert code == 2

@@ -171,20 +171,21 @@ def test_refresh_target_re_embeds_the_changed_target():
     assert not torch.equal(fixed.activations[1], refreshed.activations[1])  # re-embedded
 
 
-def test_ink_memo_finds_each_image_once_and_misses_after_a_change():
+def test_image_memo_finds_each_image_once_and_misses_after_a_change():
     """A pair shaded both ways reads each image's ink twice; the memo computes it once per
     image (views of it included) and recomputes after an in-place edit."""
-    from spectral_resnet.model import InkMemo
+    from spectral_resnet.model import ImageMemo
     from spectral_resnet.shading import ink_mask
 
     image = torch.ones(3, 20, 20)
     image[:, 5:9, 5:15] = 0
-    memo = InkMemo(size=2)
-    first = memo(image[None], "auto")
+    memo = ImageMemo(size=2)
+    first = memo.ink(image[None], "auto")
     assert torch.equal(first, ink_mask(image[None]))
-    assert memo(image[None], "auto") is first  # a new view of the same pixels: a hit
+    assert memo.ink(image[None], "auto") is first  # a new view of the same pixels: a hit
+    assert memo.ink(image[None], "dark") is not first  # other options: another entry
     image[:, 12:16, 5:15] = 0  # edited in place: the version moves on
-    again = memo(image[None], "auto")
+    again = memo.ink(image[None], "auto")
     assert again is not first and torch.equal(again, ink_mask(image[None]))
-    memo(torch.zeros(1, 3, 4, 4), "auto"), memo(torch.ones(1, 3, 4, 4), "auto")
+    memo.ink(torch.zeros(1, 3, 4, 4), "auto"), memo.ink(torch.ones(1, 3, 4, 4), "auto")
     assert len(memo.entries) == 2  # bounded

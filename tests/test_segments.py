@@ -231,11 +231,10 @@ def test_segment_patterns_run_in_both_directions(pattern):
 def test_pastes_land_clear_of_ink_inside_the_frame_or_are_skipped():
     """Shipped weights, diagram <- curves: every placed paste lies on no target ink, fully
     inside the frame, apart from the other pastes, each sample component at most once."""
-    from spectral_resnet import PRETRAINED
     from spectral_resnet.shading import ink_mask
 
     target, sample = (load_image(ASSETS / f"{name}.png")[None] for name in ("tone", "toof"))
-    shader = SpectralShader.from_checkpoint(PRETRAINED, ShaderConfig(pattern="cccc"))
+    shader = SpectralShader.from_pretrained("default", ShaderConfig(pattern="cccc"))
     with torch.no_grad():
         out = shader(target, sample)
     ink = ink_mask(target)[0]
@@ -316,14 +315,12 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
 
 
 def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
-    from spectral_resnet import PRETRAINED
-
     target, sample = (load_image(ASSETS / f"{name}.png")[None] for name in ("toof", "tone"))
     runs = {}
     for cap in (8, 3):
         config = ShaderConfig(pattern="cccc", paste=PasteConfig(max_pastes=cap))
         with torch.no_grad():
-            runs[cap] = SpectralShader.from_checkpoint(PRETRAINED, config)(target, sample)
+            runs[cap] = SpectralShader.from_pretrained("default", config)(target, sample)
     count = {
         cap: sum(int((b.components > 0).sum()) for b in out.pastes) for cap, out in runs.items()
     }
