@@ -74,7 +74,11 @@ def job_status(status: int) -> int:
 
     STATUSES.append(status)
     if status and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise JobFailed(f"the job {HydraConfig.get().job.num} ended with exit status {status}")
+        hydra = HydraConfig.get()
+        raise JobFailed(
+            f"job {hydra.job.num} ({' '.join(hydra.overrides.task)}) ended with exit status "
+            f"{status}; its outputs and summary are in {hydra.runtime.output_dir}"
+        )
     return status
 
 

@@ -2,10 +2,14 @@
 configs compose, and small sweeps run here for real (slow tests)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
-from test_train import CONFIGS, run_train
+from test_infer import small_png
+from test_train import CONFIGS, ROOT, run_train
 
 
 def compose_train(*overrides):
@@ -74,3 +78,39 @@ def test_optuna_sweep_runs_four_trials_and_names_the_best(tmp_path):
     summary = (sweep / "summary.md").read_text()
     assert summary.count("**best**") == 1 and "optim.optimizer.lr=" in summary
     assert (sweep / "optimization_results.yaml").exists()
+
+
+@pytest.mark.slow
+def test_inference_shards_over_submitit_and_exits_0_once_both_are_done(tmp_path):
+    """`infer.py -m hydra/launcher=submitit_local pairs=a.csv,b.csv`: a shard's task function
+    returns its status, so submitit gets a result; a shard that fails fails the multirun."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    for name in "abcd":
+        small_png(tmp_path / f"{name}.png")
+    (tmp_path / "a.csv").write_text("a.png,b.png\n")
+    (tmp_path / "b.csv").write_text("c.png,d.png\n")
+    (tmp_path / "bad.csv").write_text("missing.png,d.png\n")
+
+    def shard(pairs: str, sweep: str):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "infer.py"), "-m", "hydra/launcher=submitit_local"]
+            + ["hydra.launcher.timeout_min=10", f"pairs={pairs}", f"hydra.sweep.dir={sweep}"]
+            + ["progress=false", "direction=forward"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache")),
+            timeout=600,
+        )
+
+    proc = shard("a.csv,b.csv", "sweep")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summaries = [
+        json.loads((tmp_path / "sweep" / job / "summary.json").read_text()) for job in "01"
+    ]
+    assert [[d["name"] for d in s["done"]] for s in summaries] == [["a_b"], ["c_d"]]
+    assert list((tmp_path / "sweep").glob(".submitit/*/*_result.pkl"))
+    failed = shard("a.csv,bad.csv", "failed")
+    assert failed.returncode != 0
+    assert "JobFailed: job 1 (pairs=bad.csv" in failed.stderr
+    assert json.loads((tmp_path / "failed" / "1" / "summary.json").read_text())["failed"]
