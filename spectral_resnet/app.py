@@ -132,7 +132,7 @@ def build_app():
         rotation="90",
         min_scale=0.5,
         ink="auto",
-        progress=gr.Progress(),
+        progress=gr.Progress(),  # noqa: B008 (Gradio finds its progress tracker by this default)
     ):
         """run_shader's arguments, defaulted as in the API: two images are enough."""
         options = dict(weights=weights, pattern=pattern, direction=direction, ink=ink)

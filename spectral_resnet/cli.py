@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet.config import ShaderConfig
+from spectral_resnet.io import write_atomic
 from spectral_resnet.weights import names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -276,12 +277,9 @@ def check_input_file(path: Path, option: str) -> None:
 
 
 def write_text(text: str, path: Path) -> Path:
-    """Write a text file atomically (temp file + rename), making its folder."""
+    """Write a text file atomically (`io.write_atomic`), making its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_atomic(text.encode(), path)
 
 
 def write_json(data: dict, path: Path) -> Path:

@@ -207,11 +207,20 @@ def encode_image(image: Tensor | np.ndarray, suffix: str = ".png") -> bytes:
 
 def save_image(image: Tensor | np.ndarray | bytes, path: str | os.PathLike) -> Path:
     """Write a float image (3, H, W) in [0, 1], to_uint8's (H, W, 3) array, or encode_image's
-    bytes, atomically (temp file + rename); format from the suffix."""
+    bytes, atomically; format from the suffix."""
     path = Path(path)
-    data = image if isinstance(image, bytes) else encode_image(image, path.suffix)
-    remove_stale_temps(path.parent, f".{path.stem}.*{path.suffix}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    return write_atomic(
+        image if isinstance(image, bytes) else encode_image(image, path.suffix), path
+    )
+
+
+def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """The one way every file of the project is written: into a temp file beside `path`
+    (`.<name>.*.tmp`, with normal permissions), then renamed over it, so a reader never sees
+    half a file and a failed write leaves the old one. Temps a killed writer left go first."""
+    path = Path(path)
+    remove_stale_temps(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import time
 import warnings
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from spectral_resnet.blocks import BLOCKS
 from spectral_resnet.config import ARCHITECTURE, LEARNED_FEATURES, ShaderConfig
 from spectral_resnet.context import BlockOutput, PairContext
 from spectral_resnet.fmap import aligned_sample_basis
+from spectral_resnet.io import write_atomic
 from spectral_resnet.paste import PasteReport
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
@@ -464,14 +464,9 @@ class SpectralShader(nn.Module):
         path = Path(path)
         blob = {"format": CHECKPOINT_FORMAT, "shader_config": self.config.to_dict()}
         blob["state_dict"] = self.state_dict()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(blob, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)
+        return write_atomic(buffer.getvalue(), path)
 
     @classmethod
     def from_checkpoint(

@@ -289,7 +289,7 @@ def test_default_run_uses_the_shipped_weights_and_a_hand_init_skips_them(tmp_pat
 
 
 def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
-    """After SIGKILL mid-write: hidden `.NAME.XXXX.png` and cache `.KEY.XXXX.tmp` files. The
+    """After SIGKILL mid-write: hidden `.NAME.XXXX.tmp` files (`io.write_atomic`'s). The
     next write removes those older than STALE_SECONDS and leaves a live writer's alone."""
     import os
     import time
@@ -298,8 +298,8 @@ def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
     from spectral_resnet.spectral.spectrum import SpectrumCache, compute_spectrum
 
     old = time.time() - 2 * STALE_SECONDS
-    stale = [tmp_path / ".out.k2j3h4.png", tmp_path / "cache" / ".0123abcd.x9y8.tmp"]
-    live = tmp_path / ".out.live01.png"
+    stale = [tmp_path / ".out.png.k2j3h4.tmp", tmp_path / "cache" / ".0123abcd.pt.x9y8.tmp"]
+    live = tmp_path / ".out.png.live01.tmp"
     (tmp_path / "cache").mkdir()
     for f in [*stale, live]:
         f.write_bytes(b"")

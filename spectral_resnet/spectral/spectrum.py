@@ -13,10 +13,10 @@ recently used entries go. A disk that is full or read-only costs a warning, neve
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spectral_resnet.io import remove_stale_temps
+from spectral_resnet.io import remove_stale_temps, write_atomic
 from spectral_resnet.spectral import descriptors
 from spectral_resnet.spectral.eigensolvers import eigenpairs
 from spectral_resnet.spectral.graph import check_image, grid_laplacian
@@ -270,14 +270,9 @@ class SpectrumCache:
             folder.mkdir(parents=True, exist_ok=True)
             if folder not in self.counted:  # once a process: temps of crashed writers
                 remove_stale_temps(folder, ".*.tmp")
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key[:16]}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save(blob, fh)
-                os.replace(tmp, folder / f"{key}.pt")
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            buffer = io.BytesIO()
+            torch.save(blob, buffer)
+            write_atomic(buffer.getvalue(), folder / f"{key}.pt")
             known, size = self.counted.get(folder), (folder / f"{key}.pt").stat().st_size
             if known is None or known + size > limit:
                 self.evict(limit)
