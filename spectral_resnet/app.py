@@ -25,9 +25,9 @@ import torch
 
 from spectral_resnet.cli import write_json
 from spectral_resnet.config import INKS, ShaderConfig
-from spectral_resnet.inference import shade
 from spectral_resnet.io import ImageError, image_mask, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.runs import shade
 from spectral_resnet.weights import WEIGHTS, WeightsError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -101,19 +101,13 @@ def run_shader(
 
 
 def examples() -> list[list[str]]:
-    """The bundled pairs as (target, sample) files: the demo pair and the gallery's inputs."""
-    pairs = [[str(ASSETS / "toof.png"), str(ASSETS / "tone.png")]]
-    inputs = ASSETS / "gallery" / "inputs"
-    try:
-        from spectral_resnet.gallery import PAIRS
-
-        for t, s, _ in PAIRS.values():
-            files = [inputs / f"{name}.png" for name in (t, s)]
-            if all(f.is_file() for f in files):
-                pairs.append([str(f) for f in files])
-    except ImportError:
-        pass
-    return [p for p in pairs if all(Path(f).is_file() for f in p)]
+    """The bundled pairs as (target, sample) files: the demo pair and the gallery's pairs."""
+    pairs = [[ASSETS / "toof.png", ASSETS / "tone.png"]]
+    gallery = ASSETS / "gallery"
+    if (gallery / "gallery.json").is_file():  # its runs are named <target>_<sample>
+        for name in json.loads((gallery / "gallery.json").read_text()):
+            pairs.append([gallery / "inputs" / f"{part}.png" for part in name.split("_", 1)])
+    return [[str(f) for f in pair] for pair in pairs if all(f.is_file() for f in pair)]
 
 
 def build_app():

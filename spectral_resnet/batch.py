@@ -37,6 +37,7 @@ from spectral_resnet.io import (
     save_image,
 )
 from spectral_resnet.model import working_spectrum
+from spectral_resnet.runs import shade
 
 FAILURE_FIELDS = ("name", "target", "sample", "error")
 RESERVED = ("summary.json", "grid.png")  # the batch's own files: no pair folder takes their name
@@ -238,7 +239,7 @@ def publish(staging: Path, folder: Path) -> None:
         staging.rename(folder)
 
 
-def run_batch(cfg: DictConfig, shader, device, out_dir: Path, shade) -> dict:
+def run_batch(cfg: DictConfig, shader, device, out_dir: Path) -> dict:
     """Shade every pair in the configured directions; write each pair's folder when it is
     complete and summary.json after every pair; return the summary. Ctrl-C or a full disk
     stop the batch with BatchStopped, after summary.json records where it stopped."""

@@ -24,9 +24,9 @@ from tqdm import tqdm
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.data.drawings import DRAWINGS, SIZE
 from spectral_resnet.data.real import PHOTOS, data_dir
-from spectral_resnet.inference import render
 from spectral_resnet.io import load_image, save_image
 from spectral_resnet.model import SpectralShader
+from spectral_resnet.runs import render
 
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "assets" / "gallery"

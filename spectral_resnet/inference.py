@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
-from spectral_resnet import viz
 from spectral_resnet.batch import BatchStopped, run_batch
 from spectral_resnet.cli import (
     UsageError,
@@ -31,7 +29,6 @@ from spectral_resnet.cli import (
     shader_config,
     write_json,
 )
-from spectral_resnet.context import Outcome
 from spectral_resnet.io import (
     ImageError,
     encode_image,
@@ -41,6 +38,7 @@ from spectral_resnet.io import (
     to_uint8,
 )
 from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.runs import shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -89,29 +87,6 @@ def build_shader(cfg: DictConfig, device: torch.device) -> SpectralShader:
     return SpectralShader(config).to(device).eval()
 
 
-def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
-    """Every picture of one direction, in memory: file name -> (3, H, W) image, float in
-    [0, 1] or (the seeds overlay) uint8."""
-    prefix = f"{name}_{pattern}"
-    pictures = {f"{prefix}.png": out.image[0]}
-    heatmaps = [viz.heatmap(act[0, 0]) for act in out.activations]
-    for i, heat in enumerate(heatmaps):
-        pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = heat
-    masks = [m for block in out.pastes for m in block.masks[0]]  # (H, W) each, seed order
-    seeds = out.seeds[0] if out.seeds is not None else None
-    pictures[f"{prefix}_seeds.png"] = viz.overlay(out.image[0], masks, seeds)
-    pictures[f"{prefix}_sheet.png"] = viz.contact_sheet(
-        [
-            ("target", target[0]),
-            ("sample", sample[0]),
-            ("activation", heatmaps[0]),  # drawn once, for its file and the sheet
-            ("seeds + masks", pictures[f"{prefix}_seeds.png"]),
-            (f"output ({pattern})", out.image[0]),
-        ]
-    )
-    return pictures
-
-
 def run_device(cfg: DictConfig) -> torch.device:
     """Check every option (InferConfig's ranges) and the device; set the threads; the device
     to run on."""
@@ -135,7 +110,7 @@ def run_many(cfg: DictConfig) -> tuple[Path, dict]:
     out_dir = resolve_output_dir(cfg)
     check_writable(out_dir)
     shader = build_shader(cfg, device)
-    return out_dir, run_batch(cfg, shader, device, out_dir, shade)
+    return out_dir, run_batch(cfg, shader, device, out_dir)
 
 
 def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
@@ -188,55 +163,6 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
             path.unlink(missing_ok=True)
         raise UsageError(f"cannot write into {out_dir}: {err.strerror or err}") from None
     return out_dir, written
-
-
-def shade(
-    shader,
-    target,
-    sample,
-    name: str,
-    t_path: Path,
-    s_path: Path,
-    device,
-    progress=False,
-    masks: dict[Path, torch.Tensor | None] | None = None,
-):
-    """One direction, named `name`: shade `target` (1, 3, H, W) with `sample`, render every
-    picture in memory; returns (file name -> image, the run's run.json entry). masks: each
-    image's mask (H, W) bool by its path, if it has one."""
-    masks = masks or {}
-    t_mask, s_mask = (masks.get(p) for p in (t_path, s_path))
-    bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
-    try:  # closed on Ctrl-C too, so the message after it starts a line of its own
-        with torch.no_grad():
-            out = shader(
-                target.to(device),
-                sample.to(device),
-                progress=lambda _: bar.update(1),
-                target_mask=None if t_mask is None else t_mask.to(device),
-                sample_mask=None if s_mask is None else s_mask.to(device),
-            )
-    finally:
-        bar.close()
-    pictures = render(name, target.cpu(), sample.cpu(), out, shader.pattern)
-    entry = {
-        "target": str(t_path),
-        "sample": str(s_path),
-        "output": f"{name}_{shader.pattern}.png",
-        "masks": {"target": t_mask is not None, "sample": s_mask is not None},
-        "timings_s": {k: round(v, 4) for k, v in out.timings.items()},
-        "eigensolver_residuals": out.residuals,
-        "sample_view": None if out.views is None else dict(zip(("angle", "scale"), out.views[0])),
-        "seeds": [b.seeds[0].tolist() for b in out.pastes],
-        "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
-        "skipped": [
-            {"seed": seed, "reason": Outcome(code).reason(shader.config.paste)}
-            for b in out.pastes
-            for seed, code in zip(b.seeds[0].tolist(), b.outcomes[0].tolist())
-            if Outcome(code).reason(shader.config.paste)
-        ],
-    }
-    return pictures, entry
 
 
 def cli_main(cfg: DictConfig) -> int:
