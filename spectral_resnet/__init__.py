@@ -9,7 +9,7 @@ from spectral_resnet.config import (
     StackConfig,
     ViewConfig,
 )
-from spectral_resnet.io import ImageError, load_image, save_image
+from spectral_resnet.io import ImageError, load_image, load_mask, save_image
 from spectral_resnet.model import ShaderOutput, SpectralShader
 from spectral_resnet.weights import WEIGHTS, Weights, get_weights
 
@@ -28,5 +28,6 @@ __all__ = [
     "Weights",
     "get_weights",
     "load_image",
+    "load_mask",
     "save_image",
 ]
