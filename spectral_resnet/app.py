@@ -27,7 +27,7 @@ from spectral_resnet.cli import write_json
 from spectral_resnet.config import INKS, ShaderConfig
 from spectral_resnet.io import ImageError, image_mask, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.runs import shade
+from spectral_resnet.runs import notice, shade
 from spectral_resnet.weights import WEIGHTS, WeightsError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -91,6 +91,7 @@ def run_shader(
         paths[t],
         paths[s],
         torch.device("cpu"),
+        progress=progress is not None,  # a tqdm bar over the blocks, which the page tracks
         masks=masks,
     )
     out = Path(tempfile.mkdtemp(prefix="spectral_resnet_app_"))
@@ -126,17 +127,20 @@ def build_app():
         rotation="90",
         min_scale=0.5,
         ink="auto",
-        progress=gr.Progress(),  # noqa: B008 (Gradio finds its progress tracker by this default)
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio finds its tracker by this default)
     ):
         """run_shader's arguments, defaulted as in the API: two images are enough."""
         options = dict(weights=weights, pattern=pattern, direction=direction, ink=ink)
         options.update(max_pastes=max_pastes, rotation=rotation, min_scale=min_scale)
         try:
-            return run_shader(
+            result = run_shader(
                 target, sample, target_mask, sample_mask, **options, progress=progress
             )
         except (ImageError, WeightsError, CheckpointError, ValueError) as err:
             raise gr.Error(str(err), print_exception=False) from None
+        if line := notice(json.loads(Path(result[2]).read_text())["runs"][0]):
+            gr.Warning(line)  # an unchanged output says why, on the page
+        return result
 
     with gr.Blocks(title="spectral_resnet") as app:
         gr.Markdown(

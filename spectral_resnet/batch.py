@@ -37,7 +37,7 @@ from spectral_resnet.io import (
     save_image,
 )
 from spectral_resnet.model import working_spectrum
-from spectral_resnet.runs import shade
+from spectral_resnet.runs import notice, shade
 
 FAILURE_FIELDS = ("name", "target", "sample", "error")
 RESERVED = ("summary.json", "grid.png")  # the batch's own files: no pair folder takes their name
@@ -256,6 +256,7 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path) -> dict:
     )
     runs = {"forward": 1, "reverse": 1, "both": 2}[cfg.direction]
     summary = {"pairs": len(pairs), "done": [], "failed": [], "stopped": None, "not_run": []}
+    summary["unchanged"] = []  # runs that pasted nothing: their run.json says why
     thumbs: list[torch.Tensor] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir, ".*.partial")  # what a killed batch was writing
@@ -311,6 +312,7 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path) -> dict:
                 try:
                     entries = write_pair(item)
                     outputs = [e["output"] for e in entries]
+                    summary["unchanged"] += [e["output"] for e in entries if notice(e)]
                     summary["done"].append({"name": item["name"], "outputs": outputs})
                 except (ValueError, RuntimeError) as err:  # this pair cannot be shaded
                     fail(item, (str(err).strip() or repr(err)).splitlines()[0])

@@ -219,7 +219,9 @@ class PasteConfig:
     nms_radius: float = 0.08  # seed spacing
     radius: float = 1.0  # locality gate radius
     reach: float = 0.25  # how far a paste may move toward empty space
-    min_scale: float = 0.5  # a paste with no room at full size is tried down to this scale
+    # a paste with no room at full size is tried down to this scale (of its size once fitted
+    # to the target's frame: a shape larger than the target is first shrunk to fit it)
+    min_scale: float = 0.5
     rotation: Any = 90.0  # degrees, or "align" (principal axis along the target's lines)
     ink: str = "auto"  # the foreground: auto (minority side, per image) | dark | light | any
     min_area: int = 12  # smallest sample component (and transferred fragment) kept, pixels

@@ -38,7 +38,7 @@ from spectral_resnet.io import (
     to_uint8,
 )
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.runs import shade
+from spectral_resnet.runs import notice, shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -147,6 +147,8 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 encoding[file] = pool.submit(encode_image, to_uint8(image), Path(file).suffix)
             del made  # its float pictures, while the next direction runs
             report["runs"].append(entry)
+            if line := notice(entry):
+                print(f"infer.py: note: {line}", file=sys.stderr)
         files = {file: job.result() for file, job in encoding.items()}
     finally:
         pool.shutdown(cancel_futures=True)  # Ctrl-C: no more encoding than is under way
@@ -197,6 +199,13 @@ def cli_main(cfg: DictConfig) -> int:
                 else ""
             )
         )
+        if summary["unchanged"]:
+            print(
+                f"infer.py: note: {len(summary['unchanged'])} runs pasted nothing "
+                f"({', '.join(summary['unchanged'][:3])}{', ...' if len(summary['unchanged']) > 3 else ''}); "
+                "their run.json says why",
+                file=sys.stderr,
+            )
         if not summary["done"] or (failed and cfg.strict):
             why = "every pair failed" if not summary["done"] else "strict=true and a pair failed"
             print(f"infer.py: error: {why}; see {out_dir / 'summary.json'}", file=sys.stderr)

@@ -200,7 +200,9 @@ class SegmentPaste(nn.Module):
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = no_room
-                for factor in self.scales():
+                # a shape larger than the frame is first fitted to it; min_scale counts from there
+                fit = min(1.0, (min(height, width) - 2 * clearance - 2) / max(2 * cut.extent, 1.0))
+                for factor in [fit * f for f in self.scales()]:
                     r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
                     centre = float(r * step + step // 2)
                     shape = segments.rigid_warp(
@@ -229,7 +231,8 @@ class SegmentPaste(nn.Module):
         return dest, scale, outcome
 
     def scales(self) -> list[float]:
-        """The sizes a paste is tried at, largest first: 1, then down to paste.min_scale."""
+        """The sizes a paste is tried at, largest first, relative to its size fitted to the
+        target's frame: 1, then down to paste.min_scale."""
         m = self.paste.min_scale
         return [1.0] if m >= 1 else [1.0, math.sqrt(m), m]
 

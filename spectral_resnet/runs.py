@@ -83,3 +83,16 @@ def shade(
         ],
     }
     return pictures, entry
+
+
+def notice(entry: dict) -> str | None:
+    """One line for a run that pasted nothing although seeds asked: how many seeds were
+    skipped, the main reason, and what to try (an unchanged output is never silent)."""
+    if sum(entry["pastes"]) or not entry["skipped"]:
+        return None
+    reasons = [s["reason"] for s in entry["skipped"]]
+    main = max(set(reasons), key=reasons.count)
+    hint = ""
+    if "no room" in main:
+        hint = "; try a smaller model.paste.min_scale or a larger model.paste.reach"
+    return f"{entry['output']}: nothing pasted, {len(reasons)} seeds skipped, mostly: {main}{hint}"

@@ -314,6 +314,47 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
     assert int(outcome) == Outcome.OVER_BUDGET
 
 
+def test_a_shape_larger_than_the_target_is_fitted_to_its_frame_then_placed_whole():
+    """A 50 px disc on an empty 30 px target: shrunk to fit the frame first, so it lands at
+    full (fitted) size inside the frame, not skipped for room."""
+    from spectral_resnet.context import Outcome
+    from spectral_resnet.paste import Cutout, SegmentPaste
+
+    yy, xx = torch.meshgrid(torch.arange(60.0), torch.arange(60.0), indexing="ij")
+    disc = (((yy - 30) ** 2 + (xx - 30) ** 2) <= 25**2).float()[None, None]  # radius 25
+    cutouts = [[Cutout(disc[0, 0], (slice(0, 60), slice(0, 60)))]]
+    block = SegmentPaste(ShaderConfig(paste=PasteConfig(min_scale=1.0)))
+    empty = torch.zeros(1, 1, 30, 30, dtype=torch.bool)
+    dest, scale, outcome = block.place(
+        empty,
+        torch.tensor([[[15, 15]]]),
+        cutouts,
+        mask_centroid(disc),
+        torch.zeros(1, 1),
+        torch.zeros(1, 0, dtype=torch.long),
+    )
+    assert int(outcome) == Outcome.PLACED
+    radius = 25 * float(scale)
+    assert radius <= 15 - 1 and radius >= 10  # fitted: inside the frame, not shrunk further
+    y, x = dest[0, 0].tolist()
+    assert radius <= y <= 30 - radius and radius <= x <= 30 - radius
+
+
+def test_a_run_that_pastes_nothing_says_so_in_one_line():
+    from spectral_resnet.runs import notice
+
+    reason = "no room within paste.reach clear of ink, frame and other pastes, down to 0.5"
+    entry = {
+        "output": "a_b_cccc.png",
+        "pastes": [0, 0],
+        "skipped": [{"seed": [1, 2], "reason": reason}] * 3,
+    }
+    line = notice(entry)
+    assert line.startswith("a_b_cccc.png: nothing pasted, 3 seeds skipped, mostly: no room")
+    assert "model.paste.min_scale" in line and "\n" not in line
+    assert notice(dict(entry, pastes=[1, 0])) is None and notice(dict(entry, skipped=[])) is None
+
+
 def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
     target, sample = (load_image(ASSETS / f"{name}.png")[None] for name in ("toof", "tone"))
     runs = {}
