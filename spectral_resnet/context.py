@@ -114,6 +114,7 @@ class PasteReport:
     components: Tensor  # (B, S) the sample component label each seed pasted (0: none)
     placements: Tensor  # (B, S, 6) src (y, x), dest (y, x), angle, scale of each warp
     outcomes: Tensor  # (B, S) Outcome values
+    splits: Tensor | None = None  # (B, S) cuts that made each paste a part of its shape
 
     @property
     def skipped(self) -> Tensor:

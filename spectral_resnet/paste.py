@@ -11,6 +11,7 @@ What became of each seed is an `Outcome`, with the reason text `run.json` report
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,6 +24,7 @@ from spectral_resnet.config import ShaderConfig
 from spectral_resnet.context import BlockOutput, Carry, Outcome, PairContext, PasteReport
 
 PLACEMENT_CELLS = 512  # placement searches a grid of at most this many cells a side
+MAX_SPLITS = 3  # a shape with no room is cut at most this many times, keeping the seed's part
 
 
 def unique_assignment(score: Tensor) -> Tensor:
@@ -57,16 +59,39 @@ class SegmentPaste(nn.Module):
         before = carry.pasted  # (B, P) labels pasted by earlier ops
         if before is None:
             before = seeds.new_zeros(seeds.shape[0], 0)
-        picked = self.choose(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
+        picked, rows = self.choose(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
         cutouts = [
             [cut_out(ctx, i, int(label)) if ok else None for label, ok in zip(row, ok_row)]
             for i, (row, ok_row) in enumerate(zip(picked, valid & (picked > 0)))
         ]  # [B][S] each seed's component in its own box; None: no component
         src = centroids(cutouts)  # (B, S, 2) sample (y, x)
         angle = self.angles(ctx.target_ink, seeds, cutouts)  # (B, S)
-        dest, scale, outcome = self.place(
-            ctx.target_ink, seeds, cutouts, src, angle, before, carry.covered, ctx.target_allowed
+
+        def split(i: int, j: int, cut: Cutout) -> Cutout | None:
+            """The part of `cut` cut along its own graph that seed j's attention favours."""
+            parts = segments.split_shape(cut.mask)
+            if not parts:
+                return None
+            row = rows[i, j]  # (h_s, w_s) the seed's attention over the sample
+            height, width = ctx.sample_labels.shape[-2:]
+            ys = segments.nearest_index(row.shape[0], height)[cut.box[0]]
+            xs = segments.nearest_index(row.shape[1], width)[cut.box[1]]
+            local = row[ys][:, xs].float()  # the row over the cutout's box
+            best = max(parts, key=lambda p: float((local * p).sum() / p.sum()))
+            return Cutout(best, cut.box)
+
+        dest, scale, outcome, splits = self.place(
+            ctx.target_ink,
+            seeds,
+            cutouts,
+            src,
+            angle,
+            before,
+            carry.covered,
+            ctx.target_allowed,
+            split,
         )
+        src = centroids(cutouts)  # a part's own centroid where a shape was split
         none_left = Outcome.NOTHING_LEFT
         if ctx.sample_allowed is not None:  # a sample mask that leaves nothing says so
             empty = ctx.sample_labels.flatten(1).amax(1) == 0  # (B,)
@@ -82,6 +107,7 @@ class SegmentPaste(nn.Module):
             components=pasted,
             placements=torch.cat([src, dest, angle[..., None], scale[..., None]], -1),
             outcomes=outcome,
+            splits=splits,
         )
         carry = Carry(
             alpha=alpha,
@@ -112,8 +138,8 @@ class SegmentPaste(nn.Module):
     def choose(
         self, seeds: Tensor, valid: Tensor, ctx: PairContext, shape, pasted: Tensor
     ) -> Tensor:
-        """One sample ink component per seed (B, S): the mean of the seed's lazy attention row
-        over each component. A component is pasted once a run: those in `pasted` (B, P) and
+        """One sample ink component per seed (B, S), and the seeds' attention rows over the
+        sample (B, S, h_s, w_s): a component's score is the mean of the seed's row over it. A component is pasted once a run: those in `pasted` (B, P) and
         those a stronger seed took are out, and a seed left with none gets 0."""
         height, width = shape
         wh, ww = ctx.work_shape
@@ -124,7 +150,7 @@ class SegmentPaste(nn.Module):
         done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
         score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already
         score = score.masked_fill(~valid[..., None], -torch.inf)  # unused slots bid nothing
-        return unique_assignment(score)
+        return unique_assignment(score), rows
 
     def angles(self, ink: Tensor, seeds: Tensor, cutouts: list[list[Cutout | None]]) -> Tensor:
         """Each paste's rotation (B, S) radians: fixed, or its principal axis along the
@@ -150,14 +176,18 @@ class SegmentPaste(nn.Module):
         pasted: Tensor,
         covered: Tensor | None = None,
         allowed: Tensor | None = None,
+        split: Callable[[int, int, Cutout], Cutout | None] | None = None,
     ):
-        """Where each component lands: destination (B, S, 2), scale (B, S) and outcome (B, S)
+        """Where each component lands: destination (B, S, 2), scale (B, S), outcome (B, S)
         (an Outcome: PLACED, NO_ROOM (NO_ROOM_IN_MASK), OVER_BUDGET, or UNUSED for empty slots).
 
         ink (B, 1, H, W) bool: the target's; cutouts [B][S]: each seed's component (None:
         nothing to place); src (B, S, 2) their centroids; angle (B, S); pasted (B, P): labels
         pasted by earlier blocks, which count against paste.max_pastes; allowed (B, 1, H, W)
         bool, the target_mask: a paste lands wholly inside it, as if the rest were pasted.
+        split(i, j, cutout): a part of the cutout to try when no size of it fits (None: none),
+        at most MAX_SPLITS times; cutouts[i][j] becomes the part that was tried last, and
+        the fourth result (B, S) counts the cuts.
 
         A paste goes to the spot nearest its seed, within `reach`, where its exact rotated
         footprint covers at most 2% target ink (grown by a small clearance) or off-frame area
@@ -185,6 +215,7 @@ class SegmentPaste(nn.Module):
         dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
         scale = torch.ones(b, s)
         outcome = torch.full((b, s), Outcome.UNUSED, dtype=torch.long)
+        splits = torch.zeros((b, s), dtype=torch.long)  # how many cuts made each seed's part
         no_room = Outcome.NO_ROOM if allowed is None else Outcome.NO_ROOM_IN_MASK
         ys = (torch.arange(cells_h, dtype=torch.float32) * step + step // 2).view(-1, 1)
         xs = (torch.arange(cells_w, dtype=torch.float32) * step + step // 2).view(1, -1)
@@ -200,35 +231,46 @@ class SegmentPaste(nn.Module):
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = no_room
-                # a shape larger than the frame is first fitted to it; min_scale counts from there
-                fit = min(1.0, (min(height, width) - 2 * clearance - 2) / max(2 * cut.extent, 1.0))
-                for factor in [fit * f for f in self.scales()]:
-                    r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
-                    centre = float(r * step + step // 2)
-                    shape = segments.rigid_warp(
-                        cut.mask[None, None],
-                        (src[i, j] - cut.corner)[None],
-                        torch.tensor([[centre, centre]]),
-                        angle[i, j][None],
-                        ((2 * r + 1) * step,) * 2,
-                        scale=factor,
-                    )  # (1, 1, n, n) the paste, its centroid on the middle cell's centre
-                    core = F.max_pool2d((shape > 0.25).double(), step, step)[0, 0]  # (2r+1)^2
-                    cost = segments.footprint_overlap(occupied, core)  # (Hc, Wc)
-                    fits = (cost <= 0.02 * float(core.sum())) & near
-                    if not fits.any():
-                        continue
-                    y, x = divmod(int(distance.masked_fill(~fits, torch.inf).argmin()), cells_w)
-                    dest[i, j] = torch.tensor([float(ys[y, 0]), float(xs[0, x])])
-                    scale[i, j], outcome[i, j] = factor, Outcome.PLACED
-                    count += 1
-                    # the paste now occupies its spot: any later overlap costs more than all ink
-                    grown = F.max_pool2d(core[None], 2 * grow + 1, 1, grow)[0]
-                    occupied = occupied + float(occupied.numel()) * self.stamp(
-                        grown, (y, x), (cells_h, cells_w)
+                centroid = src[i, j]
+                for depth in range(MAX_SPLITS + 1):  # the shape, then ever smaller parts of it
+                    if depth:  # no size fitted: cut it where it is weakest, keep the seed's part
+                        cut = split(i, j, cut) if split is not None else None
+                        if cut is None:
+                            break
+                        cutouts[i][j], splits[i, j], centroid = cut, depth, cut.centroid
+                    # a shape larger than the frame is first fitted to it; min_scale from there
+                    fit = min(
+                        1.0, (min(height, width) - 2 * clearance - 2) / max(2 * cut.extent, 1.0)
                     )
-                    break
-        return dest, scale, outcome
+                    for factor in [fit * f for f in self.scales()]:
+                        r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
+                        centre = float(r * step + step // 2)
+                        shape = segments.rigid_warp(
+                            cut.mask[None, None],
+                            (centroid - cut.corner)[None],
+                            torch.tensor([[centre, centre]]),
+                            angle[i, j][None],
+                            ((2 * r + 1) * step,) * 2,
+                            scale=factor,
+                        )  # (1, 1, n, n) the paste, its centroid on the middle cell's centre
+                        core = F.max_pool2d((shape > 0.25).double(), step, step)[0, 0]
+                        cost = segments.footprint_overlap(occupied, core)  # (Hc, Wc)
+                        fits = (cost <= 0.02 * float(core.sum())) & near
+                        if not fits.any():
+                            continue
+                        y, x = divmod(int(distance.masked_fill(~fits, torch.inf).argmin()), cells_w)
+                        dest[i, j] = torch.tensor([float(ys[y, 0]), float(xs[0, x])])
+                        scale[i, j], outcome[i, j] = factor, Outcome.PLACED
+                        count += 1
+                        # the paste occupies its spot: any later overlap costs more than all ink
+                        grown = F.max_pool2d(core[None], 2 * grow + 1, 1, grow)[0]
+                        occupied = occupied + float(occupied.numel()) * self.stamp(
+                            grown, (y, x), (cells_h, cells_w)
+                        )
+                        break
+                    if outcome[i, j] == Outcome.PLACED:
+                        break
+        return dest, scale, outcome, splits
 
     def scales(self) -> list[float]:
         """The sizes a paste is tried at, largest first, relative to its size fitted to the

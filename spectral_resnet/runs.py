@@ -75,6 +75,8 @@ def shade(
         "sample_view": None if out.views is None else dict(zip(("angle", "scale"), out.views[0])),
         "seeds": [b.seeds[0].tolist() for b in out.pastes],
         "pastes": [int((b.components[0] > 0).sum()) for b in out.pastes],
+        # per paste block and seed: how many cuts made the pasted part of its shape (0: whole)
+        "splits": [b.splits[0].tolist() for b in out.pastes if b.splits is not None],
         "skipped": [
             {"seed": seed, "reason": Outcome(code).reason(shader.config.paste)}
             for b in out.pastes

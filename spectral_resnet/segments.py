@@ -59,6 +59,79 @@ def keep_components(labels: Tensor, allowed: Tensor, share: float = 0.5) -> Tens
     return torch.stack(kept)
 
 
+def holes(mask: np.ndarray) -> int:
+    """Closed outlines of a binary (h, w) shape: background pieces that do not reach its box."""
+    labels, count = ndimage.label(~np.pad(mask, 1), structure=STRUCTURE[4])
+    return count - 1  # the outside, padded, is one piece
+
+
+def split_shape(
+    mask: Tensor, cells: int = 48, candidates: int = 24, max_cost: float = 0.6
+) -> list[Tensor]:
+    """Cut a shape (h, w) into its parts where it is weakest, along its own pixel graph: the
+    normalised sweep cut of its Fiedler vector (the second eigenvector of the graph's
+    normalised Laplacian, on a grid of at most `cells` cells a side). A cut that opens a
+    closed outline is refused (the parts keep every hole the shape has), so circles joined
+    by lines come apart at the lines. A cut is thin when its normalised cut times the square
+    root of the cell count (blind to the shape's size) stays under `max_cost`: about 2 for a
+    disc cut through its middle, 0.2 for a line joining two rings; a thick cut is refused. Returns the
+    connected parts, (h, w) float masks each, or [] when the shape has no such cut."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import eigsh
+
+    on = mask.detach().cpu().numpy() > 0.5
+    step = max(1, math.ceil(max(on.shape) / cells))
+    h, w = math.ceil(on.shape[0] / step), math.ceil(on.shape[1] / step)
+    coarse = np.zeros((h * step, w * step), bool)
+    coarse[: on.shape[0], : on.shape[1]] = on
+    coarse = coarse.reshape(h, step, w, step).any((1, 3))  # (h, w) cells the shape touches
+    index = -np.ones(coarse.shape, np.int64)
+    index[coarse] = np.arange(int(coarse.sum()))
+    n = int(coarse.sum())
+    if n < 8:
+        return []
+    edges = [
+        (index[a][both], index[b][both])
+        for a, b in (
+            ((slice(None), slice(0, -1)), (slice(None), slice(1, None))),
+            ((slice(0, -1), slice(None)), (slice(1, None), slice(None))),
+        )
+        for both in [coarse[a] & coarse[b]]
+    ]
+    rows = np.concatenate([e[0] for e in edges] + [e[1] for e in edges])
+    cols = np.concatenate([e[1] for e in edges] + [e[0] for e in edges])
+    weights = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    degree = np.asarray(weights.sum(1)).ravel()
+    if (degree == 0).any():
+        return []
+    scale = sp.diags(1 / np.sqrt(degree))
+    laplacian = sp.eye(n) - scale @ weights @ scale
+    start = np.random.default_rng(0).random(n)  # a fixed start: the same cut every run
+    _, vectors = eigsh(laplacian.tocsc(), k=2, sigma=-1e-3, which="LM", v0=start)
+    fiedler = vectors[:, 1] / np.sqrt(degree)
+    whole = holes(on)
+    best, best_cost = None, np.inf
+    for level in np.quantile(fiedler, np.linspace(0.1, 0.9, candidates)):
+        side = np.zeros(coarse.shape, bool)
+        side[coarse] = fiedler > level
+        full = np.kron(side, np.ones((step, step), bool))[: on.shape[0], : on.shape[1]] & on
+        parts = [full, on & ~full]
+        if not all(p.any() for p in parts) or sum(holes(p) for p in parts) != whole:
+            continue
+        cut = weights[side[coarse]][:, ~side[coarse]].sum()  # edges the cut crosses
+        volume = degree[side[coarse]].sum()
+        cost = (cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n)
+        if cost < best_cost:
+            best, best_cost = parts, cost
+    if best is None or best_cost > max_cost:
+        return []
+    pieces = []
+    for part in best:
+        labels, count = ndimage.label(part, structure=STRUCTURE[8])
+        pieces += [torch.from_numpy(labels == k).float() for k in range(1, count + 1)]
+    return [p.to(mask.device) for p in pieces]
+
+
 def component_scores(rows: Tensor, labels: Tensor) -> Tensor:
     """How much each seed's attention row (B, S, h, w) favours each component of labels
     (B, H, W): the row's mean over the component, (B, S, N + 1), the row read

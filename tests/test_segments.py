@@ -293,7 +293,7 @@ def test_place_takes_the_nearest_clear_spot_then_shrinks_then_skips():
 
     def place(ink, seed, **paste):
         block = SegmentPaste(ShaderConfig(paste=PasteConfig(**paste)))
-        return block.place(ink, torch.tensor([[seed]]), cutouts, src, angle, none)
+        return block.place(ink, torch.tensor([[seed]]), cutouts, src, angle, none)[:3]
 
     one_line = torch.zeros(1, 1, 60, 60, dtype=torch.bool)
     one_line[..., 20] = True  # a vertical stroke at x = 20
@@ -325,7 +325,7 @@ def test_a_shape_larger_than_the_target_is_fitted_to_its_frame_then_placed_whole
     cutouts = [[Cutout(disc[0, 0], (slice(0, 60), slice(0, 60)))]]
     block = SegmentPaste(ShaderConfig(paste=PasteConfig(min_scale=1.0)))
     empty = torch.zeros(1, 1, 30, 30, dtype=torch.bool)
-    dest, scale, outcome = block.place(
+    dest, scale, outcome, _ = block.place(
         empty,
         torch.tensor([[[15, 15]]]),
         cutouts,
@@ -353,6 +353,73 @@ def test_a_run_that_pastes_nothing_says_so_in_one_line():
     assert line.startswith("a_b_cccc.png: nothing pasted, 3 seeds skipped, mostly: no room")
     assert "model.paste.min_scale" in line and "\n" not in line
     assert notice(dict(entry, pastes=[1, 0])) is None and notice(dict(entry, skipped=[])) is None
+
+
+def drawn(kind: str) -> torch.Tensor:
+    """Reference shapes on a 60 x 140 canvas: rings joined by a line, a chain of three rings,
+    one ring, a disc, two discs joined by a bar."""
+    yy, xx = torch.meshgrid(torch.arange(60.0), torch.arange(140.0), indexing="ij")
+
+    def ring(cx, r, w=3):
+        d = ((yy - 30) ** 2 + (xx - cx) ** 2).sqrt()
+        return (d <= r) & (d >= r - w)
+
+    def disc(cx, r):
+        return ((yy - 30) ** 2 + (xx - cx) ** 2) <= r**2
+
+    shape = {
+        "rings": lambda: ring(25, 20) | ring(115, 20),
+        "chain": lambda: ring(20, 12) | ring(70, 12) | ring(120, 12),
+        "ring": lambda: ring(70, 25),
+        "disc": lambda: disc(70, 25),
+        "dumbbell": lambda: disc(30, 20) | disc(110, 20),
+    }[kind]()
+    links = {"rings": [(44, 97)], "chain": [(31, 59), (81, 109)], "dumbbell": [(49, 91)]}
+    for a, b in links.get(kind, []):
+        shape[29:32, a:b] = True  # a thin link between two shapes
+    return shape.float()
+
+
+@pytest.mark.parametrize(
+    "kind, parts", [("rings", 2), ("chain", 2), ("dumbbell", 2), ("ring", 0), ("disc", 0)]
+)
+def test_split_shape_cuts_thin_links_never_a_closed_outline_or_a_blob(kind, parts):
+    from spectral_resnet.segments import holes, split_shape
+
+    shape = drawn(kind)
+    found = split_shape(shape)
+    assert len(found) == parts
+    if found:
+        assert torch.equal(sum(found), shape)  # the parts tile the shape
+        assert sum(holes(p.numpy() > 0) for p in found) == holes(shape.numpy() > 0)
+        for part in found:  # each part is one piece, cut inside the link (x in 30..112)
+            assert int(components(part.bool()).max()) == 1
+        first = min(found, key=lambda p: int(torch.nonzero(p.sum(0))[0]))
+        assert 30 <= int(torch.nonzero(first.sum(0))[-1]) <= 110  # the cut lies in a link
+
+
+def test_a_shape_with_no_room_is_split_until_a_part_fits():
+    """Two rings joined by a line cannot fit in the target's one free square, nor can a ring
+    with half the line: cut twice, one ring lands there."""
+    from spectral_resnet.context import Outcome
+    from spectral_resnet.paste import Cutout, SegmentPaste
+    from spectral_resnet.segments import holes, split_shape
+
+    shape = drawn("rings")
+    cutouts = [[Cutout(shape, (slice(0, 60), slice(0, 140)))]]
+    ink = torch.ones(1, 1, 150, 150, dtype=torch.bool)
+    ink[..., 47:103, 47:103] = False  # one free 56 px square: a 41 px ring fits
+    block = SegmentPaste(ShaderConfig(paste=PasteConfig(min_scale=1.0, reach=0.5)))
+    args = (ink, torch.tensor([[[85, 75]]]), cutouts, mask_centroid(shape[None, None]))
+    args += (torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long))
+    assert int(block.place(*args)[2]) == Outcome.NO_ROOM  # whole, it does not fit
+    cutouts[0][0] = Cutout(shape, (slice(0, 60), slice(0, 140)))
+    split = lambda i, j, cut: Cutout(split_shape(cut.mask)[0], cut.box)  # noqa: E731
+    dest, scale, outcome, splits = block.place(*args, split=split)
+    assert int(outcome) == Outcome.PLACED and int(splits) == 2 and float(scale) == 1.0
+    part = cutouts[0][0].mask
+    assert holes(part.numpy() > 0) == 1 and part.sum() < shape.sum() / 2  # a ring, whole
+    assert all(47 < float(v) < 103 for v in dest[0, 0])
 
 
 def test_max_pastes_caps_the_run_and_drops_the_weakest_seeds():
