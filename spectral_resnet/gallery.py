@@ -40,6 +40,7 @@ PAIRS: dict[str, tuple[str, str, str]] = {
     "coffee_signs": ("coffee", "signs", "a photo and a drawing of words, arrows, hatching"),
     "coins_astronaut": ("coins", "astronaut", "two photos"),
     "signs_polygons": ("signs", "polygons", "words, arrows and hatching with outlines"),
+    "house_ringtree": ("house", "ringtree", "line art and a one-piece drawing, split to fit"),
 }
 
 

@@ -240,8 +240,25 @@ def signs(size=SIZE) -> Drawing:
     return sk.finish()
 
 
+def ringtree(size=SIZE) -> Drawing:
+    """One connected drawing: a tree of six rings joined by lines (a sample with one
+    component, too big to paste whole into most targets)."""
+    h, w = size
+    sk, ink = Sketch(size, (250, 250, 250)), (40, 40, 160)
+    nodes = [(0.5, 0.16), (0.26, 0.47), (0.74, 0.47), (0.16, 0.83), (0.42, 0.83), (0.83, 0.83)]
+    nodes, r = [(x * w, y * h) for x, y in nodes], 0.085 * w
+    for a, b in [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5)]:
+        (xa, ya), (xb, yb) = nodes[a], nodes[b]
+        d = math.hypot(xb - xa, yb - ya)
+        ux, uy = (xb - xa) / d, (yb - ya) / d
+        sk.line([(xa + r * ux, ya + r * uy), (xb - r * ux, yb - r * uy)], 3, ink)  # ring to ring
+    for centre in nodes:
+        sk.ellipse(centre, (r, r), ink, width=3)
+    return sk.finish()
+
+
 DRAWINGS: dict[str, Callable[..., Drawing]] = {
-    f.__name__: f for f in (house, polygons, constellation, neon, horse, trees, signs)
+    f.__name__: f for f in (house, polygons, constellation, neon, horse, trees, signs, ringtree)
 }
 
 
