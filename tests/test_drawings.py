@@ -70,3 +70,13 @@ def test_max_filter_equals_max_pooling():
         x = torch.rand(*shape, generator=g)
         for r in (1, 2, 3):
             assert torch.equal(max_filter(x, r), F.max_pool2d(x[:, None], 2 * r + 1, 1, r)[:, 0])
+
+
+def test_the_hard_drawings_are_what_bench_paste_says_they_are():
+    from spectral_resnet.data.drawings import crowded, one_piece, oversized_silhouette
+
+    for seed in range(3):
+        assert int(one_piece(seed, (128, 128)).components().max()) == 1  # one connected shape
+    assert int(crowded(0, (160, 160)).components(min_area=4).max()) == 25
+    big = oversized_silhouette(0, (96, 96))
+    assert min(big.image.shape[-2:]) >= 1.5 * 96 and int(big.components().max()) == 1

@@ -304,3 +304,56 @@ def random_drawing(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
             for part in horse_points(cx - r, cy - r, 2 * r):
                 sk.fill(part, fill)
     return sk.finish()
+
+
+def one_piece(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
+    """One connected drawing: 4-7 rings on a jittered grid, joined ring to ring by lines
+    along a random spanning tree (a sample whose only shape rarely fits whole)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    sk, ink = Sketch(size, (250, 250, 250)), tuple(int(c) for c in rng.integers(0, 120, 3))
+    cells = rng.permutation(9)[: rng.integers(4, 8)]
+    r = min(h, w) * rng.uniform(0.06, 0.09)
+    nodes = [
+        (
+            (i % 3 + 0.5 + rng.uniform(-0.15, 0.15)) * w / 3,
+            (i // 3 + 0.5 + rng.uniform(-0.15, 0.15)) * h / 3,
+        )
+        for i in cells
+    ]
+    width = rng.uniform(2, 3.5)
+    for k in range(1, len(nodes)):  # each ring joins its nearest earlier one
+        (xa, ya) = nodes[k]
+        xb, yb = min(nodes[:k], key=lambda p: math.dist(p, nodes[k]))
+        d = math.hypot(xb - xa, yb - ya)
+        ux, uy = (xb - xa) / d, (yb - ya) / d
+        sk.line([(xa + r * ux, ya + r * uy), (xb - r * ux, yb - r * uy)], width, ink)
+    for centre in nodes:
+        sk.ellipse(centre, (r, r), ink, width=width)
+    return sk.finish()
+
+
+def crowded(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
+    """A 5 x 5 grid of small outlines: a target with little free space anywhere."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    sk = Sketch(size, (250, 250, 250))
+    for i in range(25):
+        cx, cy = (i % 5 + 0.5) * w / 5, (i // 5 + 0.5) * h / 5
+        ink = tuple(int(c) for c in rng.integers(0, 120, 3))
+        sk.polygon(
+            (cx, cy), min(h, w) / 5 * rng.uniform(0.3, 0.4), int(rng.integers(3, 7)), 2.5, ink
+        )
+    return sk.finish()
+
+
+def oversized_silhouette(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
+    """A horse silhouette filling a canvas 1.5-2x the given size: a sample larger than its target."""
+    rng = np.random.default_rng(seed)
+    grow = rng.uniform(1.5, 2.0)
+    h, w = round(size[0] * grow), round(size[1] * grow)
+    sk = Sketch((h, w), (250, 250, 250))
+    ink = tuple(int(c) for c in rng.integers(0, 100, 3))
+    for part in horse_points(0.05 * w, 0.05 * h, 0.9 * min(h, w)):
+        sk.fill(part, ink)
+    return sk.finish()
