@@ -143,6 +143,14 @@ def pairs_from_csv(path: Path) -> list[Pair]:
     return unique_names(pairs)
 
 
+def one_sample(cfg: DictConfig) -> Path | None:
+    """The sample every pair shares (`target=DIR sample=FILE`), or None: pairs from a CSV or
+    from two folders each have their own."""
+    if cfg.pairs or not cfg.sample or not Path(cfg.sample).is_file():
+        return None
+    return Path(cfg.sample)
+
+
 def batch_pairs(cfg: DictConfig, out_dir: Path) -> list[Pair]:
     """The batch's pairs; refuses an output_dir inside an input folder (its pictures would
     be read as inputs by the next run)."""
@@ -161,10 +169,12 @@ def batch_pairs(cfg: DictConfig, out_dir: Path) -> list[Pair]:
                     f"output_dir {out_dir} is inside the input folder {folder}, so its pictures "
                     "would be read as inputs; choose an output_dir outside it"
                 )
-        if sample.is_dir():
-            pairs = pairs_from_dirs(target, sample)
-        else:
-            pairs = pairs_with_one_sample(target, sample)
+        shared = one_sample(cfg)
+        pairs = (
+            pairs_from_dirs(target, sample)
+            if shared is None
+            else pairs_with_one_sample(target, shared)
+        )
     if not pairs:
         raise BatchError("no image pairs found; see `python infer.py --help`")
     return pairs
@@ -245,7 +255,7 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path) -> dict:
     stop the batch with BatchStopped, after summary.json records where it stopped."""
     start = time.perf_counter()
     pairs = batch_pairs(cfg, out_dir)
-    one = Path(cfg.sample) if cfg.target and Path(cfg.sample or "").is_file() else None
+    one = one_sample(cfg)
     data = PairFiles(pairs, shader.config, cfg, shared=one)
     shared = None if one is None else data.load("sample", one)  # read once, for every pair
     loader = DataLoader(

@@ -295,3 +295,28 @@ def test_a_mask_folder_gives_each_target_its_own_mask(tmp_path):
     assert "no mask named f1.* for f1.png" in summary["failed"][0]["error"]
     result = Image.open(out / "f0" / "f0_style_cccc.png")
     assert result.tobytes() == Image.open(frames / "f0.png").convert("RGB").tobytes()
+
+
+def test_a_pairs_csv_keeps_its_own_samples_beside_a_sample_file(tmp_path, folders):
+    """pairs= wins over target=/sample=: a sample file on the same command line is not
+    shared into the CSV's pairs."""
+    from omegaconf import OmegaConf
+
+    from spectral_resnet.batch import one_sample
+
+    a, b = folders
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("a/p00.png,b/p01.png\n")
+    other = tmp_path / "other.png"
+    Image.new("RGB", (30, 30), (20, 20, 20)).save(other)  # unlike every file of the CSV
+    cfg = OmegaConf.create({"pairs": str(listing), "target": str(a), "sample": str(other)})
+    assert one_sample(cfg) is None
+    assert one_sample(OmegaConf.merge(cfg, {"pairs": None})) == other
+    code, out = run_cli(tmp_path, f"pairs={listing}", "direction=forward")
+    assert code == 0
+    alone = (out / "p00_p01" / "p00_p01_cccc.png").read_bytes()
+    code, out = run_cli(
+        tmp_path, f"pairs={listing}", f"target={a}", f"sample={other}", "direction=forward"
+    )
+    assert code == 0
+    assert (out / "p00_p01" / "p00_p01_cccc.png").read_bytes() == alone  # p01 shaded it
