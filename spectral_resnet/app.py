@@ -57,9 +57,9 @@ def run_shader(
     min_scale: float = 0.5,
     ink: str = "auto",
     progress=None,
-) -> tuple[str, str, str]:
-    """Shade one pair: file paths in, (output PNG, contact sheet PNG, run.json) paths out.
-    Bad input is a ValueError whose message names the problem and the fix."""
+) -> tuple[str, str, str, dict]:
+    """Shade one pair: file paths in; (output PNG, contact sheet PNG, run.json) paths and the
+    run's run.json entry out. Bad input is a ValueError whose message names the problem and the fix."""
     if not target or not sample:
         raise ValueError("give a target and a sample image (upload both, or pick an example)")
     if direction not in ("forward", "reverse"):
@@ -98,7 +98,7 @@ def run_shader(
     output = save_image(pictures[entry["output"]], out / "output.png")
     sheet = save_image(pictures[f"app_{shader.pattern}_sheet.png"], out / "sheet.png")
     report = {"model": shader.config.to_dict(), "weights": weights, "runs": [entry]}
-    return str(output), str(sheet), str(write_json(report, out / "run.json"))
+    return str(output), str(sheet), str(write_json(report, out / "run.json")), entry
 
 
 def examples() -> list[list[str]]:
@@ -133,14 +133,14 @@ def build_app():
         options = dict(weights=weights, pattern=pattern, direction=direction, ink=ink)
         options.update(max_pastes=max_pastes, rotation=rotation, min_scale=min_scale)
         try:
-            result = run_shader(
+            *files, entry = run_shader(
                 target, sample, target_mask, sample_mask, **options, progress=progress
             )
         except (ImageError, WeightsError, CheckpointError, ValueError) as err:
             raise gr.Error(str(err), print_exception=False) from None
-        if line := notice(json.loads(Path(result[2]).read_text())["runs"][0]):
+        if line := notice(entry):
             gr.Warning(line)  # an unchanged output says why, on the page
-        return result
+        return tuple(files)
 
     with gr.Blocks(title="spectral_resnet") as app:
         gr.Markdown(

@@ -59,7 +59,7 @@ class SegmentPaste(nn.Module):
         before = carry.pasted  # (B, P) labels pasted by earlier ops
         if before is None:
             before = seeds.new_zeros(seeds.shape[0], 0)
-        picked, rows = self.choose(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
+        picked, attention = self.choose(seeds, valid, ctx, shape, before)  # (B, S), 0: none left
         cutouts = [
             [cut_out(ctx, i, int(label)) if ok else None for label, ok in zip(row, ok_row)]
             for i, (row, ok_row) in enumerate(zip(picked, valid & (picked > 0)))
@@ -72,7 +72,7 @@ class SegmentPaste(nn.Module):
             parts = segments.split_shape(cut.mask)
             if not parts:
                 return None
-            row = rows[i, j]  # (h_s, w_s) the seed's attention over the sample
+            row = attention[i, j]  # (h_s, w_s) the seed's attention over the sample
             height, width = ctx.sample_labels.shape[-2:]
             ys = segments.nearest_index(row.shape[0], height)[cut.box[0]]
             xs = segments.nearest_index(row.shape[1], width)[cut.box[1]]
@@ -231,23 +231,19 @@ class SegmentPaste(nn.Module):
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = no_room
-                centroid = src[i, j]
-                for depth in range(MAX_SPLITS + 1):  # the shape, then ever smaller parts of it
-                    if depth:  # no size fitted: cut it where it is weakest, keep the seed's part
-                        cut = split(i, j, cut) if split is not None else None
-                        if cut is None:
-                            break
-                        cutouts[i][j], splits[i, j], centroid = cut, depth, cut.centroid
+                for depth, part in enumerate(parts(cut, split, i, j)):  # the shape, then parts
+                    centroid = src[i, j] if depth == 0 else part.centroid
+                    cutouts[i][j], splits[i, j] = part, depth
                     # a shape larger than the frame is first fitted to it; min_scale from there
                     fit = min(
-                        1.0, (min(height, width) - 2 * clearance - 2) / max(2 * cut.extent, 1.0)
+                        1.0, (min(height, width) - 2 * clearance - 2) / max(2 * part.extent, 1.0)
                     )
                     for factor in [fit * f for f in self.scales()]:
-                        r = math.ceil((math.ceil(cut.extent * factor) + clearance + 1) / step)
+                        r = math.ceil((math.ceil(part.extent * factor) + clearance + 1) / step)
                         centre = float(r * step + step // 2)
                         shape = segments.rigid_warp(
-                            cut.mask[None, None],
-                            (centroid - cut.corner)[None],
+                            part.mask[None, None],
+                            (centroid - part.corner)[None],
                             torch.tensor([[centre, centre]]),
                             angle[i, j][None],
                             ((2 * r + 1) * step,) * 2,
@@ -361,6 +357,16 @@ class Cutout:
     def extent(self) -> float:
         """Farthest component pixel from the centroid, in sample pixels."""
         return float(segments.mask_extent(self.mask, self.centroid - self.corner))
+
+
+def parts(cut: Cutout, split, i: int, j: int):
+    """A cutout, then (only while asked for more: each time no size of the last one fitted)
+    up to MAX_SPLITS ever smaller parts of it, as `split(i, j, cutout)` cuts them."""
+    for _ in range(MAX_SPLITS + 1):
+        yield cut
+        cut = split(i, j, cut) if split is not None else None
+        if cut is None:
+            return
 
 
 def centroids(cutouts: list[list[Cutout | None]]) -> Tensor:

@@ -90,16 +90,10 @@ def split_shape(
     n = int(coarse.sum())
     if n < 8:
         return []
-    edges = [
-        (index[a][both], index[b][both])
-        for a, b in (
-            ((slice(None), slice(0, -1)), (slice(None), slice(1, None))),
-            ((slice(0, -1), slice(None)), (slice(1, None), slice(None))),
-        )
-        for both in [coarse[a] & coarse[b]]
-    ]
-    rows = np.concatenate([e[0] for e in edges] + [e[1] for e in edges])
-    cols = np.concatenate([e[1] for e in edges] + [e[0] for e in edges])
+    right, down = coarse[:, :-1] & coarse[:, 1:], coarse[:-1] & coarse[1:]  # 4-neighbours
+    first = np.concatenate([index[:, :-1][right], index[:-1][down]])
+    second = np.concatenate([index[:, 1:][right], index[1:][down]])
+    rows, cols = np.concatenate([first, second]), np.concatenate([second, first])
     weights = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     degree = np.asarray(weights.sum(1)).ravel()
     if (degree == 0).any():

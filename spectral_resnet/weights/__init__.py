@@ -95,6 +95,6 @@ def get_weights(name: str) -> Weights:
 
 def checkpoint_path(ckpt: str | Path) -> Path:
     """A registered name's verified file, or `ckpt` itself as a path."""
-    if isinstance(ckpt, str) and (ckpt in WEIGHTS or ckpt in ALIASES):
+    if isinstance(ckpt, str) and ckpt in names():
         return get_weights(ckpt).verified()
     return Path(ckpt)
