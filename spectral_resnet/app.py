@@ -25,9 +25,9 @@ import torch
 
 from spectral_resnet.cli import write_json
 from spectral_resnet.config import INKS, ShaderConfig
-from spectral_resnet.io import ImageError, image_mask, load_image, save_image
+from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.runs import notice, shade
+from spectral_resnet.runs import notice, pair_masks, shade
 from spectral_resnet.weights import WEIGHTS, WeightsError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -66,10 +66,7 @@ def run_shader(
         raise ValueError(f"direction must be forward or reverse, got {direction!r}")
     paths = {"target": Path(target), "sample": Path(sample)}
     images = {role: load_image(path, max_pixels=MAX_PIXELS) for role, path in paths.items()}
-    masks = {
-        paths[role]: image_mask(mask, paths[role], images[role].shape[-2:], f"{role}_mask")
-        for role, mask in (("target", target_mask), ("sample", sample_mask))
-    }
+    masks = pair_masks(paths, images, {"target": target_mask, "sample": sample_mask})
     base = ShaderConfig()
     paste = replace(
         base.paste,

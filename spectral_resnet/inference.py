@@ -32,13 +32,12 @@ from spectral_resnet.cli import (
 from spectral_resnet.io import (
     ImageError,
     encode_image,
-    image_mask,
     load_image,
     save_image,
     to_uint8,
 )
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.runs import notice, shade
+from spectral_resnet.runs import notice, pair_masks, shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -120,13 +119,11 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
     sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
     images = {p: load_image(p, max_pixels=cfg.max_pixels) for p in (target_path, sample_path)}
-    masks = {  # a mask follows its image: in the reverse run the target's acts as the sample's
-        path: image_mask(mask, path, images[path].shape[-2:], option)
-        for path, mask, option in (
-            (sample_path, cfg.sample_mask, "sample_mask"),
-            (target_path, cfg.target_mask, "target_mask"),
-        )
-    }
+    masks = pair_masks(
+        {"target": target_path, "sample": sample_path},
+        {"target": images[target_path], "sample": images[sample_path]},
+        {"target": cfg.target_mask, "sample": cfg.sample_mask},
+    )
     out_dir = resolve_output_dir(cfg)
     check_writable(out_dir)
     shader = build_shader(cfg, device)

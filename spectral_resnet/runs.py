@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from spectral_resnet import viz
 from spectral_resnet.context import Outcome
+from spectral_resnet.io import image_mask
 
 
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
@@ -98,3 +99,15 @@ def notice(entry: dict) -> str | None:
     if "no room" in main:
         hint = "; try a smaller model.paste.min_scale or a larger model.paste.reach"
     return f"{entry['output']}: nothing pasted, {len(reasons)} seeds skipped, mostly: {main}{hint}"
+
+
+def pair_masks(
+    paths: dict[str, Path], images: dict[str, torch.Tensor], options: dict[str, str | None]
+) -> dict[Path, torch.Tensor | None]:
+    """Each image's mask (H, W) bool by its path, from the `target_mask` / `sample_mask`
+    options (role -> file or folder): a mask follows its image, so in the reverse run the
+    target's acts as the sample's. When both roles are one file, the target's mask wins."""
+    return {
+        paths[role]: image_mask(options[role], paths[role], images[role].shape[-2:], f"{role}_mask")
+        for role in ("sample", "target")
+    }
