@@ -36,6 +36,8 @@ def test_aliases_unknown_names_and_changed_bytes():
     assert checkpoint_path("some/file.pt") == Path("some/file.pt")
     with pytest.raises(WeightsError, match=r"no shipped weights called 'nope'; choose from"):
         get_weights("nope")
+    with pytest.raises(WeightsError, match=r"called 'stme' and no such file; choose from \["):
+        checkpoint_path("stme")
     tampered = replace(get_weights("stem"), sha256="0" * 64)
     with pytest.raises(WeightsError, match="the registry says 000000000000"):
         tampered.verified()

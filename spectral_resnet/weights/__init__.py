@@ -94,7 +94,14 @@ def get_weights(name: str) -> Weights:
 
 
 def checkpoint_path(ckpt: str | Path) -> Path:
-    """A registered name's verified file, or `ckpt` itself as a path."""
+    """A registered name's verified file, or `ckpt` itself as a path. A bare word that is
+    neither (`ckpt=stme`) is refused with the names to choose from."""
     if isinstance(ckpt, str) and ckpt in names():
         return get_weights(ckpt).verified()
-    return Path(ckpt)
+    path = Path(ckpt)
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        raise WeightsError(
+            f"no shipped weights called {str(ckpt)!r} and no such file; choose from {names()} "
+            "or give a checkpoint's path"
+        )
+    return path
