@@ -19,6 +19,7 @@ import json
 import time
 
 import torch
+import yaml
 
 from spectral_resnet import segments
 from spectral_resnet.config import ShaderConfig
@@ -135,9 +136,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--hard", action="store_true", help="also the hard pairs (see HARD)")
+    parser.add_argument("--weights", default="default", help="shipped weights by name, or a file")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
+        help="a runtime option, e.g. attention.max_keys=1024 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shader = SpectralShader.from_pretrained("default", ShaderConfig()).eval()
+    options = ShaderConfig().to_dict()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        group, _, key = name.partition(".")
+        options[group][key] = yaml.safe_load(value)
+    shader = SpectralShader.from_pretrained(args.weights, ShaderConfig.from_dict(options)).eval()
     size = (args.size, args.size)
     records, skipped, runs, start = [], 0, 0, time.perf_counter()
     for i in range(args.pairs):

@@ -84,6 +84,15 @@ def index_to_xy(index: Tensor, width: int) -> Tensor:
     return torch.stack([index % width, index // width], -1).float()
 
 
+VIEW_BATCH = 8  # views encoded at once: 1.6x faster than one by one, and than all 35 at once
+
+
+def worst_residual(spectra: list[Spectrum]) -> float | None:
+    """The largest ||L v - lambda v|| over spectra that carry their residuals (None: none do)."""
+    known = [float(s.residuals.max()) for s in spectra if s.residuals is not None]
+    return max(known, default=None)
+
+
 def check_pattern(pattern: str) -> str:
     """A non-empty string of known block letters, or a ValueError naming the bad ones."""
     if not isinstance(pattern, str) or not pattern:
@@ -247,8 +256,8 @@ class SpectralShader(nn.Module):
                 s.seconds for s in t_specs + s_specs
             )
             stats["residuals"] = {
-                "target": max(float(s.residuals.max()) for s in t_specs),
-                "sample": max(float(s.residuals.max()) for s in s_specs),
+                "target": worst_residual(t_specs),
+                "sample": worst_residual(s_specs),
             }
         views = self.choose_views(t_img, s_img)
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
@@ -314,18 +323,23 @@ class SpectralShader(nn.Module):
         t_specs = s_specs = None
         if self.reads_spectra:
             t_specs, s_specs = [self.spectrum(i) for i in t], [self.spectrum(i) for i in s]
-        tokens_t = self.encode(t, t_specs)
-        n = tokens_t.shape[1]
-        queries = torch.arange(0, n, max(1, n // 256), device=t.device).expand(len(t), -1)
-        scores = []
-        for view in grid:
-            f_t, f_s = self.refine(
-                tokens_t, self.encode(s, s_specs, [view] * len(s)), t_specs, s_specs
-            )
-            cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
-            scores.append(cross.logits(queries).amax(-1).mean(-1))  # (B,)
-        best = torch.stack(scores).argmax(0)  # (B,) the first (identity) wins ties
-        return [grid[int(i)] for i in best]
+        tokens_t = self.encode(t, t_specs)  # (B, n, d)
+        n, v = tokens_t.shape[1], len(grid)
+        queries = torch.arange(0, n, max(1, n // 256), device=t.device).expand(v, -1)
+        best = []
+        for i in range(len(t)):
+            scores = []
+            for j in range(0, v, VIEW_BATCH):  # a batch of views of one pair: (V', ...)
+                views = grid[j : j + VIEW_BATCH]
+                specs_t = None if t_specs is None else [t_specs[i]] * len(views)
+                specs_s = None if s_specs is None else [s_specs[i]] * len(views)
+                f_s = self.encode(s[i : i + 1].expand(len(views), -1, -1, -1), specs_s, views)
+                f_t = tokens_t[i : i + 1].expand(len(views), -1, -1)
+                f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s)
+                cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
+                scores.append(cross.logits(queries[: len(views)]).amax(-1).mean(-1))  # (V',)
+            best.append(torch.cat(scores).argmax())  # the first (identity) wins ties
+        return [grid[int(i)] for i in best]  # one index per pair read to the host
 
     @property
     def reads_spectra(self) -> bool:
@@ -346,12 +360,9 @@ class SpectralShader(nn.Module):
         parts = []
         if self.stem is not None and (views is None or all(v.identity for v in views)):
             parts.append(self.stem(images.float()))
-        elif self.stem is not None:
-            maps = [
-                pull_back(self.stem.maps(render(img[None].float(), v)), v)
-                for img, v in zip(images, views)
-            ]
-            parts.append(torch.cat(maps).flatten(2).transpose(1, 2))
+        elif self.stem is not None:  # one stem pass over the batch, each image in its view
+            maps = pull_back(self.stem.maps(render(images.float(), views)), views)
+            parts.append(maps.flatten(2).transpose(1, 2))
         if self.hand_features:
             hand = [token_features(s, img, self.hand_features) for s, img in zip(spectra, images)]
             parts.append(torch.stack(hand))

@@ -44,12 +44,17 @@ class ConvStem(nn.Module):
             channels = width
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, width, 1)  # linear read-out: features may be negative
+        # channels-last: oneDNN's convs run 1.2-1.8x faster on it on 2 cores, in eval and
+        # training alike (benchmarks/bench_stem.py); the features are the same to 1e-5
+        for conv in [*layers[::3], self.out]:
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
 
     def maps(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> feature maps (B, width, H, W)."""
         mean = image.mean((2, 3), keepdim=True)
         std = image.std((2, 3), keepdim=True).clamp_min(1e-3)
-        return self.out(self.body((image - mean) / std))
+        x = ((image - mean) / std).contiguous(memory_format=torch.channels_last)
+        return self.out(self.body(x))
 
     def forward(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> tokens (B, H W, width)."""

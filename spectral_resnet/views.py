@@ -45,19 +45,29 @@ def view_grid(angles: list[float], scales: list[float]) -> list[View]:
     return sorted(views, key=lambda v: not v.identity)
 
 
+def thetas(views: View | list[View], shape: tuple[int, int], batch: int, device=None) -> Tensor:
+    """(B, 2, 3) per-image maps: one view for the whole batch, or one view per image."""
+    if isinstance(views, View):
+        return views.theta(shape, device).expand(batch, -1, -1)
+    if len(views) != batch:
+        raise ValueError(f"{len(views)} views for a batch of {batch} images")
+    return torch.stack([v.theta(shape, device) for v in views])
+
+
 def _warp(x: Tensor, theta: Tensor) -> Tensor:
-    grid = F.affine_grid(theta.expand(x.shape[0], -1, -1), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def render(images: Tensor, view: View) -> Tensor:
-    """(B, C, H, W) as seen under the view; zeros where the view looks past the image."""
-    theta = view.theta(images.shape[-2:], images.device)
-    inverse = torch.linalg.inv(torch.cat([theta, theta.new_tensor([[0.0, 0.0, 1.0]])]))[:2]
-    return _warp(images, inverse)
+def render(images: Tensor, views: View | list[View]) -> Tensor:
+    """(B, C, H, W) as seen under the view (or each image under its own); zeros where the
+    view looks past the image."""
+    theta = thetas(views, images.shape[-2:], images.shape[0], images.device)  # (B, 2, 3)
+    row = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
+    return _warp(images, torch.linalg.inv(torch.cat([theta, row], 1))[:, :2])
 
 
-def pull_back(features: Tensor, view: View) -> Tensor:
-    """Feature maps (B, C, H, W) of `render(image, view)` -> at the image's own pixels;
+def pull_back(features: Tensor, views: View | list[View]) -> Tensor:
+    """Feature maps (B, C, H, W) of `render(images, views)` -> at each image's own pixels;
     zeros where a pixel left the view (so it matches nothing)."""
-    return _warp(features, view.theta(features.shape[-2:], features.device))
+    return _warp(features, thetas(views, features.shape[-2:], features.shape[0], features.device))

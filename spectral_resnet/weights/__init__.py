@@ -78,7 +78,7 @@ WEIGHTS = MappingProxyType(
     }
 )
 # other names for a registered file: "default" is what infer.py and from_pretrained() load
-ALIASES = MappingProxyType({"default": "linear", "pretrained": "linear"})
+ALIASES = MappingProxyType({"default": "stem", "pretrained": "linear"})
 
 
 def names() -> list[str]:

@@ -1,0 +1,123 @@
+"""No tensor of the hot path is made on the CPU when the inputs are on a GPU.
+
+Runs without a GPU: under FakeTensorMode, tensors carry a device and a shape but no data,
+so a module built on "cuda" runs on any machine, and any op that mixes a cuda tensor with
+a cpu one raises FakeTensorDeviceMismatchError. What reads values to the host cannot run
+here at all; those are the model's documented host transfers (docs/design.md): the input
+range check, the chosen view's index, the eigensolver and the ink labelling.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+
+from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
+from spectral_resnet.config import ShaderConfig
+from spectral_resnet.model import SpectralShader
+from spectral_resnet.spectral import Spectrum
+from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
+from spectral_resnet.views import View, pull_back, render
+
+CUDA = "cuda"
+
+
+@pytest.fixture
+def fake():
+    """A fake mode whose modules are built with cuda parameters; forward passes then run
+    outside the device context, so a factory call without `device=` lands on the cpu."""
+    with FakeTensorMode() as mode:
+        yield mode
+
+
+def on_cuda(build):
+    with torch.device(CUDA):
+        return build()
+
+
+def graph(n: int, shape: tuple[int, int], device: str = CUDA) -> ImageGraphs:
+    return ImageGraphs(torch.randn(2, n, 6, device=device), torch.rand(2, 6, device=device), shape)
+
+
+@pytest.mark.parametrize("mixer", ["spectral", "positional"])
+def test_stack_layers_stay_on_the_inputs_device(fake, mixer):
+    stack = on_cuda(lambda: Stack(layers="sxs", dim=12, width=16, heads=2, mixer=mixer))
+    f_t, f_s = torch.randn(2, 48, 12, device=CUDA), torch.randn(2, 40, 12, device=CUDA)
+    out_t, out_s = stack(f_t, f_s, PairGraphs(graph(48, (6, 8)), graph(40, (5, 8))))
+    assert out_t.device.type == out_s.device.type == CUDA
+    assert out_t.shape == (2, 48, 16) and out_s.shape == (2, 40, 16)
+
+
+def test_a_cpu_tensor_in_the_stack_is_caught(fake):
+    """The check can fail: a spectrum left on the cpu is a device mismatch."""
+    stack = on_cuda(lambda: Stack(layers="s", dim=12, width=16, heads=2))
+    f = torch.randn(2, 48, 12, device=CUDA)
+    with pytest.raises(FakeTensorDeviceMismatchError):
+        stack(f, f, PairGraphs(graph(48, (6, 8)), graph(48, (6, 8), device="cpu")))
+
+
+def test_stem_and_views_stay_on_the_inputs_device(fake):
+    stem = on_cuda(lambda: ConvStem(width=16))
+    image = torch.rand(1, 3, 24, 32, device=CUDA)
+    view = View(30.0, 0.8)
+    maps = pull_back(stem.maps(render(image, view)), view)
+    assert maps.device.type == CUDA and maps.shape == (1, 16, 24, 32)
+
+
+@pytest.mark.parametrize(
+    "kernel, positive, max_keys", [("softmax", False, 24), ("softmax", False, None), ("linear", True, None), ("linear", False, None)]
+)  # fmt: skip
+def test_head_stays_on_the_inputs_device(fake, kernel, positive, max_keys):
+    qk = on_cuda(lambda: QKProjection(dim=16, init="learned", learnable=True, tied=True))
+    attention = SpectralAttention(kernel=kernel, chunk=16, max_keys=max_keys, positive=positive)
+    f_t, f_s = torch.randn(2, 40, 16, device=CUDA), torch.randn(2, 36, 16, device=CUDA)
+    cross = ProjectedAttention(*qk(f_t, f_s), qk.scale, attention)
+    boundary = torch.rand(2, 36, device=CUDA)
+    index = torch.randint(0, 40, (2, 5), device=CUDA)
+    outputs = [
+        cross(torch.rand(2, 36, 4, device=CUDA), boundary),
+        cross.rows(index),
+        cross.logits(index),
+        cross.argmax(),
+        attention.confidence(cross.q, cross.k, cross.scale, boundary),
+    ]
+    assert all(o.device.type == CUDA for o in outputs)
+
+
+@pytest.mark.parametrize("layers", ["", "x", "sx"])
+def test_match_stays_on_the_inputs_device(fake, monkeypatch, layers):
+    """match() of a stem model, one view (choosing among several reads an index to the
+    host), with the input range check (two floats read to the host) reduced to its cast."""
+    config = ShaderConfig.from_dict(
+        {
+            "attention": {"kernel": "softmax", "qk_init": "learned", "features": ["stem"]},
+            "stack": {"layers": layers, "width": 16, "heads": 2, "stem_width": 16},
+            "views": {"angles": [0.0], "scales": [1.0]},
+        }
+    )
+    if "s" in layers:  # 's' layers read spectra: the eigensolver is a host step
+        monkeypatch.setattr(
+            SpectralShader,
+            "spectrum",
+            lambda self, image: fake_spectrum(image, self.config.spectrum.k),
+        )
+    monkeypatch.setattr(
+        SpectralShader, "check_pair", staticmethod(lambda t, s: (t.float(), s.float()))
+    )
+    model = on_cuda(lambda: SpectralShader(config)).eval()
+    flow = model.match(torch.rand(1, 3, 20, 24, device=CUDA), torch.rand(1, 3, 18, 22, device=CUDA))
+    assert flow.device.type == CUDA and flow.shape == (1, 20, 24, 2)
+
+
+def fake_spectrum(image, k: int) -> Spectrum:
+    """A spectrum of the image's shape on the image's device, as the cache hands it over."""
+    h, w = image.shape[-2:]
+    n, device = h * w, image.device
+    return Spectrum(
+        torch.rand(k, device=device, dtype=torch.float64),
+        torch.randn(n, k, device=device),
+        torch.rand(n, device=device),
+        torch.rand(n, device=device),
+        (h, w),
+    )
