@@ -4,7 +4,7 @@ hands to the next (Carry) beside its own record (BlockOutput), and a paste's rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from functools import cached_property
 
@@ -34,6 +34,28 @@ class PairContext:
     target_ink: Tensor | None = None  # (B, 1, H, W) bool: the target's ink; 'c' blocks only
     target_allowed: Tensor | None = None  # (B, 1, H, W) bool: the target_mask; None: anywhere
     sample_allowed: Tensor | None = None  # (B, 1, H_s, W_s) bool: the sample_mask
+
+    def on_host(self) -> PairContext:
+        """This context with the images, ink, labels and masks on the CPU, and the evidence
+        computed where the head runs and brought over: the image ops' steps are data-
+        dependent (labelling, Otsu, the room search), so they run on the host, one transfer
+        a pass. The head (`cross`) stays where it is; `host_rows` reads it. On a CPU model
+        the context itself."""
+        if self.target.device.type == "cpu":
+            return self
+        moved = {
+            f.name: getattr(self, f.name).cpu()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        host = replace(self, **moved)
+        host.__dict__["evidence"] = self.evidence.cpu()  # cached_property: computed once, here
+        return host
+
+    def host_rows(self, index: Tensor) -> Tensor:
+        """Lazy attention rows of target tokens `index` (B, m), computed where the head runs,
+        on the host: (B, m, n_s)."""
+        return self.cross.rows(index.to(self.cross.q.device)).to(self.target.device)
 
     @cached_property
     def retrieved(self) -> Tensor:

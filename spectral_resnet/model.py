@@ -432,21 +432,23 @@ class SpectralShader(nn.Module):
         began = time.perf_counter()
         stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}, "views": None}
         ctx = context if context is not None else self.pair_context(target, sample, stats, **masks)
-        h = target  # (B, 3, H, W) the image the ops shade
+        device, ctx = target.device, ctx.on_host()  # the image ops are data-dependent: host
+        h = ctx.target  # (B, 3, H, W) the image the ops shade
         record: BlockOutput | None = None
         records, block_time = [], 0.0
         for i, block in enumerate(self.blocks):
             if i > 0 and self.config.refresh_target:  # the target changed: re-embed it
-                ctx = self.pair_context(h.clamp(0, 1), sample, stats, **masks)
-                ctx = replace(ctx, target=target)
+                ctx = self.pair_context(h.clamp(0, 1).to(device), sample, stats, **masks)
+                ctx = replace(ctx, target=target).on_host()
             t0 = time.perf_counter()
             h, record = block(h, ctx, record)
             block_time += time.perf_counter() - t0
             records.append(record)
             if progress is not None:
                 progress(i)
-        if target_mask is not None:  # whatever an op changed outside the mask goes back
-            h = torch.where(target_mask, h, target)
+        if ctx.target_allowed is not None:  # whatever an op changed outside the mask goes back
+            h = torch.where(ctx.target_allowed, h, ctx.target)
+        h = h.to(device)
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
         timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)

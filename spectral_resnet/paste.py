@@ -145,7 +145,7 @@ class SegmentPaste(nn.Module):
         wh, ww = ctx.work_shape
         sy = (seeds[..., 0].clamp_min(0) * wh // height).clamp_max(wh - 1)
         sx = (seeds[..., 1].clamp_min(0) * ww // width).clamp_max(ww - 1)
-        rows = ctx.cross.rows(sy * ww + sx).unflatten(-1, ctx.sample_shape)  # (B, S, h_s, w_s)
+        rows = ctx.host_rows(sy * ww + sx).unflatten(-1, ctx.sample_shape)  # (B, S, h_s, w_s)
         score = segments.component_scores(rows.float(), ctx.sample_labels)  # (B, S, N)
         done = torch.zeros_like(score[:, 0], dtype=torch.bool).scatter_(1, pasted, True)
         score = score.masked_fill(done[:, None], -torch.inf)  # (B, S, N) pasted already
@@ -210,7 +210,7 @@ class SegmentPaste(nn.Module):
             ink = torch.maximum(ink, taken.double() * float(height * width))
         grow = math.ceil(clearance / step)  # the clearance, in cells
         framed = F.pad(ink, (1, 1, 1, 1), value=1.0)  # the frame is ink too
-        ink = F.max_pool2d(framed, 2 * grow + 1, 1, grow)[:, 0, 1:-1, 1:-1]  # grown
+        ink = segments.max_filter(framed, grow)[:, 0, 1:-1, 1:-1]  # grown
         cells_h, cells_w = ink.shape[-2:]
         dest = seeds.new_zeros(b, s, 2, dtype=torch.float32)
         scale = torch.ones(b, s)
@@ -259,7 +259,7 @@ class SegmentPaste(nn.Module):
                         scale[i, j], outcome[i, j] = factor, Outcome.PLACED
                         count += 1
                         # the paste occupies its spot: any later overlap costs more than all ink
-                        grown = F.max_pool2d(core[None], 2 * grow + 1, 1, grow)[0]
+                        grown = segments.max_filter(core, grow)
                         occupied = occupied + float(occupied.numel()) * self.stamp(
                             grown, (y, x), (cells_h, cells_w)
                         )

@@ -9,12 +9,15 @@ range check, the chosen view's index, the eigensolver and the ink labelling.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
 
 from spectral_resnet.attention import ProjectedAttention, QKProjection, SpectralAttention
 from spectral_resnet.config import ShaderConfig
+from spectral_resnet.context import PairContext
 from spectral_resnet.model import SpectralShader
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
@@ -121,3 +124,29 @@ def fake_spectrum(image, k: int) -> Spectrum:
         torch.rand(n, device=device),
         (h, w),
     )
+
+
+def test_the_image_ops_context_comes_to_the_host(fake):
+    """The image ops read a host copy of the pair's context (their steps are data-dependent):
+    every tensor on the CPU, the evidence computed where the head runs and brought over."""
+    qk = on_cuda(lambda: QKProjection(dim=8, init="learned", learnable=True))
+    f_t, f_s = torch.randn(1, 12, 8, device=CUDA), torch.randn(1, 10, 8, device=CUDA)
+    cross = ProjectedAttention(*qk(f_t, f_s), qk.scale, SpectralAttention(kernel="linear"))
+    ctx = PairContext(
+        cross=cross,
+        sample_values=torch.rand(1, 10, 4, device=CUDA),
+        target_boundary=torch.rand(1, 12, device=CUDA),
+        sample_boundary=torch.rand(1, 10, device=CUDA),
+        work_shape=(3, 4),
+        sample_shape=(2, 5),
+        target=torch.rand(1, 3, 6, 8, device=CUDA),
+        sample=torch.rand(1, 3, 4, 10, device=CUDA),
+        sample_labels=torch.zeros(1, 4, 10, dtype=torch.long, device=CUDA),
+        target_ink=torch.zeros(1, 1, 6, 8, dtype=torch.bool, device=CUDA),
+    )
+    host = ctx.on_host()
+    tensors = [getattr(host, f.name) for f in fields(host)]
+    assert all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
+    assert host.evidence.device.type == "cpu" and host.evidence.shape == (1, 12)
+    rows = host.host_rows(torch.tensor([[0, 5]]))
+    assert rows.device.type == "cpu" and rows.shape == (1, 2, 10)
