@@ -41,6 +41,7 @@ PAIRS: dict[str, tuple[str, str, str]] = {
     "coins_astronaut": ("coins", "astronaut", "two photos"),
     "signs_polygons": ("signs", "polygons", "words, arrows and hatching with outlines"),
     "house_ringtree": ("house", "ringtree", "line art and a one-piece drawing, split to fit"),
+    "camera_big_horse": ("camera", "big_horse", "a silhouette larger than its target, fitted"),
 }
 
 

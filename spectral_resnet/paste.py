@@ -23,7 +23,7 @@ from spectral_resnet import segments, shading
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.context import BlockOutput, Carry, Outcome, PairContext, PasteReport
 
-PLACEMENT_CELLS = 512  # placement searches a grid of at most this many cells a side
+PLACEMENT_CELLS = 256  # placement searches a grid of at most this many cells a side
 MAX_SPLITS = 3  # a shape with no room is cut at most this many times, keeping the seed's part
 
 

@@ -103,21 +103,24 @@ def split_shape(
     start = np.random.default_rng(0).random(n)  # a fixed start: the same cut every run
     _, vectors = eigsh(laplacian.tocsc(), k=2, sigma=-1e-3, which="LM", v0=start)
     fiedler = vectors[:, 1] / np.sqrt(degree)
-    whole = holes(on)
-    best, best_cost = None, np.inf
+    whole, scored = holes(on), []
     for level in np.quantile(fiedler, np.linspace(0.1, 0.9, candidates)):
         side = np.zeros(coarse.shape, bool)
         side[coarse] = fiedler > level
-        full = np.kron(side, np.ones((step, step), bool))[: on.shape[0], : on.shape[1]] & on
-        parts = [full, on & ~full]
-        if not all(p.any() for p in parts) or sum(holes(p) for p in parts) != whole:
-            continue
         cut = weights[side[coarse]][:, ~side[coarse]].sum()  # edges the cut crosses
         volume = degree[side[coarse]].sum()
-        cost = (cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n)
-        if cost < best_cost:
-            best, best_cost = parts, cost
-    if best is None or best_cost > max_cost:
+        if 0 < volume < degree.sum():
+            scored.append(((cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n), side))
+    best = None
+    for cost, side in sorted(scored, key=lambda c: c[0]):  # cheapest first; ties keep order
+        if cost > max_cost:
+            break
+        full = np.kron(side, np.ones((step, step), bool))[: on.shape[0], : on.shape[1]] & on
+        parts = [full, on & ~full]
+        if all(p.any() for p in parts) and sum(holes(p) for p in parts) == whole:
+            best = parts  # the thinnest cut that keeps every hole
+            break
+    if best is None:
         return []
     pieces = []
     for part in best:

@@ -257,8 +257,19 @@ def ringtree(size=SIZE) -> Drawing:
     return sk.finish()
 
 
+def big_horse(size=SIZE) -> Drawing:
+    """A dark horse silhouette on a canvas 1.7x by 2.1x the given size: a sample larger than
+    any target of that size (the shape is fitted to the target's frame before min_scale)."""
+    h, w = round(1.7 * size[0]), round(2.1 * size[1])
+    sk = Sketch((h, w), (250, 250, 250))
+    for part in horse_points(0.05 * w, 0.05 * h, 0.9 * min(h, w)):
+        sk.fill(part, (60, 40, 30))
+    return sk.finish()
+
+
 DRAWINGS: dict[str, Callable[..., Drawing]] = {
-    f.__name__: f for f in (house, polygons, constellation, neon, horse, trees, signs, ringtree)
+    f.__name__: f
+    for f in (house, polygons, constellation, neon, horse, trees, signs, ringtree, big_horse)
 }
 
 
