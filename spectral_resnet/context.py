@@ -117,7 +117,7 @@ class Outcome(IntEnum):
         """Why this seed made no paste, in words (empty for PLACED and UNUSED)."""
         return {
             Outcome.NO_ROOM: "no room within paste.reach clear of ink, frame and other pastes, "
-            f"down to paste.min_scale={paste.min_scale}",
+            f"down to paste.min_scale={paste.min_scale} (min_scale^2 for a shape with no cut)",
             Outcome.OVER_BUDGET: f"over paste.max_pastes={paste.max_pastes}",
             Outcome.NOTHING_LEFT: "every sample component it matches was pasted already "
             "(once per run)",

@@ -231,14 +231,15 @@ class SegmentPaste(nn.Module):
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = no_room
-                for depth, part in enumerate(parts(cut, split, i, j)):  # the shape, then parts
-                    centroid = src[i, j] if depth == 0 else part.centroid
-                    cutouts[i][j], splits[i, j] = part, depth
+                sizes = parts(cut, split, i, j, self.scales(), self.floor_scales())
+                for part, cuts, factors in sizes:  # the shape, then parts (or smaller sizes)
+                    centroid = src[i, j] if cuts == 0 else part.centroid
+                    cutouts[i][j], splits[i, j] = part, cuts
                     # a shape larger than the frame is first fitted to it; min_scale from there
                     fit = min(
                         1.0, (min(height, width) - 2 * clearance - 2) / max(2 * part.extent, 1.0)
                     )
-                    for factor in [fit * f for f in self.scales()]:
+                    for factor in [fit * f for f in factors]:
                         r = math.ceil((math.ceil(part.extent * factor) + clearance + 1) / step)
                         centre = float(r * step + step // 2)
                         shape = segments.rigid_warp(
@@ -273,6 +274,12 @@ class SegmentPaste(nn.Module):
         target's frame: 1, then down to paste.min_scale."""
         m = self.paste.min_scale
         return [1.0] if m >= 1 else [1.0, math.sqrt(m), m]
+
+    def floor_scales(self) -> list[float]:
+        """Where a shape cannot be cut into parts (a silhouette, a blob, one stroke), the
+        sizes it is tried at next: min_scale^1.5, then the floor min_scale^2."""
+        m = self.paste.min_scale
+        return [] if m >= 1 else [m**1.5, m**2]
 
     @staticmethod
     def stamp(footprint: Tensor, centre: tuple[int, int], shape: tuple[int, int]) -> Tensor:
@@ -359,14 +366,20 @@ class Cutout:
         return float(segments.mask_extent(self.mask, self.centroid - self.corner))
 
 
-def parts(cut: Cutout, split, i: int, j: int):
-    """A cutout, then (only while asked for more: each time no size of the last one fitted)
-    up to MAX_SPLITS ever smaller parts of it, as `split(i, j, cutout)` cuts them."""
-    for _ in range(MAX_SPLITS + 1):
-        yield cut
-        cut = split(i, j, cut) if split is not None else None
-        if cut is None:
+def parts(cut: Cutout, split, i: int, j: int, scales: list[float], floor: list[float]):
+    """(cutout, cuts, sizes) to try in turn, each only while asked for more (no size of the
+    last fitted): the shape at `scales`, then up to MAX_SPLITS ever smaller parts of it as
+    `split(i, j, cutout)` cuts them, each at `scales`; a shape with no cut is tried once more
+    at the `floor` sizes instead."""
+    yield cut, 0, scales
+    for cuts in range(1, MAX_SPLITS + 1):
+        part = split(i, j, cut) if split is not None else None
+        if part is None:
+            if cuts == 1 and floor:
+                yield cut, 0, floor
             return
+        cut = part
+        yield cut, cuts, scales
 
 
 def centroids(cutouts: list[list[Cutout | None]]) -> Tensor:

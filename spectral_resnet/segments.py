@@ -71,8 +71,10 @@ def split_shape(
     """Cut a shape (h, w) into its parts where it is weakest, along its own pixel graph: the
     normalised sweep cut of its Fiedler vector (the second eigenvector of the graph's
     normalised Laplacian, on a grid of at most `cells` cells a side). A cut that opens a
-    closed outline is refused (the parts keep every hole the shape has), so circles joined
-    by lines come apart at the lines. A cut is thin when its normalised cut times the square
+    closed outline is refused (the parts keep every hole the shape has), and a solid shape
+    (one without holes) is cut only into pieces at least twice as thick as the cut is
+    long: rings or discs joined by lines come apart at the lines, while a silhouette keeps
+    its legs (a leg is as thick as the cut across it) and stays whole. A cut is thin when its normalised cut times the square
     root of the cell count (blind to the shape's size) stays under `max_cost`: about 2 for a
     disc cut through its middle, 0.2 for a line joining two rings; a thick cut is refused. Returns the
     connected parts, (h, w) float masks each, or [] when the shape has no such cut."""
@@ -116,17 +118,20 @@ def split_shape(
         if cost > max_cost:
             break
         full = np.kron(side, np.ones((step, step), bool))[: on.shape[0], : on.shape[1]] & on
-        parts = [full, on & ~full]
-        if all(p.any() for p in parts) and sum(holes(p) for p in parts) == whole:
-            best = parts  # the thinnest cut that keeps every hole
+        pieces = []
+        for part in (full, on & ~full):
+            labels, count = ndimage.label(part, structure=STRUCTURE[8])
+            pieces += [labels == k for k in range(1, count + 1)]
+        kept = [holes(p) for p in pieces]
+        if len(pieces) < 2 or sum(kept) != whole:
+            continue
+        width = float(weights[side[coarse]][:, ~side[coarse]].sum()) * step  # the cut, px
+        if whole or all(ndimage.distance_transform_edt(p).max() >= width for p in pieces):
+            best = pieces  # the thinnest cut that keeps every hole (of a solid: thick pieces)
             break
     if best is None:
         return []
-    pieces = []
-    for part in best:
-        labels, count = ndimage.label(part, structure=STRUCTURE[8])
-        pieces += [torch.from_numpy(labels == k).float() for k in range(1, count + 1)]
-    return [p.to(mask.device) for p in pieces]
+    return [torch.from_numpy(p).float().to(mask.device) for p in best]
 
 
 def component_scores(rows: Tensor, labels: Tensor) -> Tensor:

@@ -80,3 +80,22 @@ def test_the_hard_drawings_are_what_bench_paste_says_they_are():
     assert int(crowded(0, (160, 160)).components(min_area=4).max()) == 25
     big = oversized_silhouette(0, (96, 96))
     assert min(big.image.shape[-2:]) >= 1.5 * 96 and int(big.components().max()) == 1
+
+
+def test_one_piece_reference_parts_are_its_rings():
+    """bench_paste judges a cut part against these: one label per ring, on the ring's ink
+    only, each ring one 8-connected piece holding one hole; the links carry no label."""
+    from spectral_resnet.data.drawings import big_horse, one_piece
+    from spectral_resnet.segments import components, holes
+
+    for seed in range(3):
+        drawing = one_piece(seed, (128, 128))
+        parts = drawing.parts
+        assert not (parts > 0)[~drawing.ink].any()
+        rings = int(parts.max())
+        assert 4 <= rings <= 7 and (drawing.ink & (parts == 0)).any()  # links stay unlabelled
+        for k in range(1, rings + 1):
+            ring = parts == k
+            assert int(components(ring).max()) == 1 and holes(ring.numpy()) == 1
+    horse = big_horse()
+    assert min(horse.image.shape[-2:]) > 192 and horse.parts is None

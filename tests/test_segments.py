@@ -480,3 +480,26 @@ def test_every_skipped_seed_has_a_reason_naming_its_option():
     assert "paste.reach" in reasons[Outcome.NO_ROOM]
     assert "paste.max_pastes=3" in reasons[Outcome.OVER_BUDGET]
     assert "pasted already" in reasons[Outcome.NOTHING_LEFT]
+
+
+def test_a_silhouette_is_never_cut_and_is_tried_down_to_the_floor():
+    """A solid shape keeps its legs (each as thick as the cut across it): split_shape finds
+    no cut, and a paste with no room at min_scale is tried at min_scale^1.5 and ^2."""
+    from spectral_resnet.context import Outcome
+    from spectral_resnet.data.drawings import oversized_silhouette
+    from spectral_resnet.paste import Cutout, SegmentPaste
+    from spectral_resnet.segments import split_shape
+
+    horse = oversized_silhouette(3, (96, 96)).ink.float()
+    assert split_shape(horse) == []
+    disc = drawn("disc")  # radius 25: 51 px across
+    cutouts = [[Cutout(disc, (slice(0, 60), slice(0, 140)))]]
+    ink = torch.ones(1, 1, 150, 150, dtype=torch.bool)
+    ink[..., 61:89, 61:89] = False  # a 28 px square: too small for the disc at 0.64 (33 px)
+    block = SegmentPaste(ShaderConfig(paste=PasteConfig(min_scale=0.64, reach=0.5)))
+    args = (ink, torch.tensor([[[75, 75]]]), cutouts, mask_centroid(disc[None, None]))
+    args += (torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long))
+    split = lambda i, j, cut: None  # noqa: E731  (no cut, as split_shape finds for a disc)
+    dest, scale, outcome, splits = block.place(*args, split=split)
+    assert int(outcome) == Outcome.PLACED and int(splits) == 0
+    assert float(scale) in (pytest.approx(0.64**1.5), pytest.approx(0.64**2))

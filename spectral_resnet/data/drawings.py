@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ class Drawing:
 
     image: Tensor
     ink: Tensor
+    # the parts a person would cut a one-piece drawing into (H, W), 1..N on their ink and 0
+    # on what joins them; None: every component is a part of its own
+    parts: Tensor | None = None
 
     def components(self, min_area: int = 1) -> Tensor:
         """The reference labelling (H, W): 8-connected ink, pieces under min_area dropped."""
@@ -341,7 +344,13 @@ def one_piece(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
         sk.line([(xa + r * ux, ya + r * uy), (xb - r * ux, yb - r * uy)], width, ink)
     for centre in nodes:
         sk.ellipse(centre, (r, r), ink, width=width)
-    return sk.finish()
+    drawing = sk.finish()
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    parts = torch.zeros((h, w), dtype=torch.long)
+    for k, (cx, cy) in enumerate(nodes, start=1):  # each ring, with its anti-aliased rim
+        near = (((xs - cx) ** 2 + (ys - cy) ** 2).sqrt() - r).abs() <= width / 2 + 1.5
+        parts[near & drawing.ink] = k
+    return replace(drawing, parts=parts)
 
 
 def crowded(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
@@ -367,4 +376,5 @@ def oversized_silhouette(seed: int, size: tuple[int, int] = SIZE) -> Drawing:
     ink = tuple(int(c) for c in rng.integers(0, 100, 3))
     for part in horse_points(0.05 * w, 0.05 * h, 0.9 * min(h, w)):
         sk.fill(part, ink)
-    return sk.finish()
+    drawing = sk.finish()
+    return replace(drawing, parts=drawing.ink.long())  # the horse is one part: cut, not whole
