@@ -73,6 +73,8 @@ WEIGHTS = MappingProxyType(
                 "real 64 rot 45": 0.948,
                 "real 64 scale 1.33": 0.962,
                 "real 128 rot 0": 0.928,
+                "real 128 rot 45": 0.944,
+                "stereo 96": 0.963,
             },
         ),
     }
