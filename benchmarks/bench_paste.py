@@ -33,6 +33,18 @@ GOALS = {  # measure: (goal, higher is better)
 }
 
 
+def carried(mask, place, shape: tuple[int, int], margin: int = 0):
+    """A sample-space mask (H_s, W_s) under one paste's warp (placements: src, dest, angle,
+    scale), onto a target canvas of `shape` grown by `margin` on every side: (H', W')."""
+    src, dest, angle, scale = place[:2], place[2:4], place[4], place[5]
+    canvas = (shape[0] + 2 * margin, shape[1] + 2 * margin)
+    warped = segments.rigid_warp(
+        mask.float()[None, None], src[None], (dest + margin)[None], angle[None], canvas,
+        scale=scale,
+    )  # fmt: skip
+    return warped[0, 0]
+
+
 def paste_records(shader, target, sample) -> list[dict]:
     """For every paste of one run: its sample component's match to the reference labelling,
     its area on the target's true ink, and how much of it lies inside the frame."""
@@ -64,15 +76,7 @@ def paste_records(shader, target, sample) -> list[dict]:
                 area = float(ref.sum())
                 whole = float((mine & ref).sum()) >= 0.9 * area and float(mine.sum()) <= 1.1 * area
             # the same warp onto a canvas with a margin all round: how much falls outside
-            src, dest, angle, scale = place[:2], place[2:4], place[4], place[5]
-            full = segments.rigid_warp(
-                mine.float()[None, None],
-                src[None],
-                (dest + margin)[None],
-                angle[None],
-                (height + 2 * margin, width + 2 * margin),
-                scale=scale,
-            )[0, 0]
+            full = carried(mine, place, (height, width), margin)
             inside = float(full[margin:-margin, margin:-margin].sum()) / max(
                 float(full.sum()), 1e-6
             )
@@ -82,7 +86,7 @@ def paste_records(shader, target, sample) -> list[dict]:
                     "area": int(on.sum()),
                     "on_ink": int((on & target.ink).sum()),
                     "clipped": inside < 0.95,
-                    "scale": float(scale),
+                    "scale": float(place[5]),
                 }
             )
     skipped = sum(int(b.skipped.sum()) for b in out.pastes)
@@ -96,13 +100,9 @@ def whole_part(pasted, sample, place) -> bool | None:
     least one is in. None where the sample has no reference parts."""
     if sample.parts is None:
         return None
-    src, dest, angle, scale = place[:2], place[2:4], place[4], place[5]
     inside = []
     for k in range(1, int(sample.parts.max()) + 1):
-        ref = segments.rigid_warp(
-            (sample.parts == k).float()[None, None], src[None], dest[None], angle[None],
-            tuple(pasted.shape), scale=scale,
-        )[0, 0] > 0.5  # fmt: skip
+        ref = carried(sample.parts == k, place, tuple(pasted.shape)) > 0.5
         area = max(int(ref.sum()), 1)
         share = int((ref & pasted).sum()) / area
         if 0.1 < share < 0.9:

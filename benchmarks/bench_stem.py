@@ -11,28 +11,18 @@ last: above 1, channels-last is faster), with the largest difference of the feat
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_library import median_time  # benchmarks/ is the script's own folder
 
 from spectral_resnet.stack import ConvStem
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
-def median_time(fn, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run(stem: ConvStem, images: torch.Tensor, layout, train: bool) -> torch.Tensor:
-    """One pass with weights and input in `layout` (the stem's own switch bypassed)."""
+    """One pass with the stem's weights and the input in `layout` (ConvStem itself builds
+    channels-last weights; each case here sets both layouts explicitly)."""
     stem.to(memory_format=layout)
     x = images.contiguous(memory_format=layout)
     mean, std = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True).clamp_min(1e-3)
@@ -67,7 +57,8 @@ def main() -> None:
             times[label] = median_time(
                 lambda lay=layout, x=images, tr=train, n=repeat: [
                     run(stem, x, lay, tr) for _ in range(n)
-                ]
+                ],
+                repeats=5,
             )
             outs[label] = run(stem, images, layout, train).float()
         diff = float((outs["nchw"] - outs["channels-last"]).abs().max())

@@ -128,9 +128,7 @@ class AttentionConfig:
     softmax_scale: float = 10.0  # initial temperature of the cosine scores (softmax kernel)
     threshold: float = 0.2  # activation threshold of gates and seeds
     chunk: int = 4096  # softmax query chunk
-    max_keys: int | None = (
-        1024  # softmax confidence: keys kept (the strongest boundary pixels); null: all
-    )
+    max_keys: int | None = 1024  # evidence: keys kept (strongest boundary pixels); null: all
 
     def __post_init__(self):
         if self.qk_init not in QK_INITS:

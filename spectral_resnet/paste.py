@@ -69,15 +69,15 @@ class SegmentPaste(nn.Module):
 
         def split(i: int, j: int, cut: Cutout) -> Cutout | None:
             """The part of `cut` cut along its own graph that seed j's attention favours."""
-            parts = segments.split_shape(cut.mask)
-            if not parts:
+            pieces = segments.split_shape(cut.mask)
+            if not pieces:
                 return None
             row = attention[i, j]  # (h_s, w_s) the seed's attention over the sample
             height, width = ctx.sample_labels.shape[-2:]
             ys = segments.nearest_index(row.shape[0], height)[cut.box[0]]
             xs = segments.nearest_index(row.shape[1], width)[cut.box[1]]
             local = row[ys][:, xs].float()  # the row over the cutout's box
-            best = max(parts, key=lambda p: float((local * p).sum() / p.sum()))
+            best = max(pieces, key=lambda p: float((local * p).sum() / p.sum()))
             return Cutout(best, cut.box)
 
         dest, scale, outcome, splits = self.place(

@@ -112,9 +112,10 @@ def split_shape(
         cut = weights[side[coarse]][:, ~side[coarse]].sum()  # edges the cut crosses
         volume = degree[side[coarse]].sum()
         if 0 < volume < degree.sum():
-            scored.append(((cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n), side))
+            cost = (cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n)
+            scored.append((cost, float(cut) * step, side))  # the cut's length in px
     best = None
-    for cost, side in sorted(scored, key=lambda c: c[0]):  # cheapest first; ties keep order
+    for cost, width, side in sorted(scored, key=lambda c: c[0]):  # cheapest first, stably
         if cost > max_cost:
             break
         full = np.kron(side, np.ones((step, step), bool))[: on.shape[0], : on.shape[1]] & on
@@ -125,7 +126,6 @@ def split_shape(
         kept = [holes(p) for p in pieces]
         if len(pieces) < 2 or sum(kept) != whole:
             continue
-        width = float(weights[side[coarse]][:, ~side[coarse]].sum()) * step  # the cut, px
         if whole or all(ndimage.distance_transform_edt(p).max() >= width for p in pieces):
             best = pieces  # the thinnest cut that keeps every hole (of a solid: thick pieces)
             break
