@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 import warnings
 from collections import OrderedDict
@@ -26,7 +27,7 @@ from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
-from spectral_resnet.views import View, pull_back, render, view_grid
+from spectral_resnet.views import View, ViewSearch, pull_back, render
 from spectral_resnet.weights import checkpoint_path
 
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
@@ -84,7 +85,7 @@ def index_to_xy(index: Tensor, width: int) -> Tensor:
     return torch.stack([index % width, index // width], -1).float()
 
 
-VIEW_BATCH = 8  # views encoded at once: 1.6x faster than one by one, and than all 35 at once
+VIEW_BATCH = 8  # most views encoded at once: 1.6x faster than one by one, and than 35 at once
 
 
 def worst_residual(spectra: list[Spectrum]) -> float | None:
@@ -313,10 +314,11 @@ class SpectralShader(nn.Module):
     def choose_views(self, target: Tensor, sample: Tensor) -> list[View] | None:
         """Per pair, the view of the sample (config.views) whose matches are most confident:
         the best mean, over a grid of target pixels, of each one's top score, compared at
-        views.size px. None (the sample as it is) in training and for models without a stem."""
+        views.size px and searched coarse to fine (ViewSearch). None (the sample as it is)
+        in training and for models without a stem."""
         config = self.config.views
-        grid = view_grid(config.angles, config.scales)
-        if self.stem is None or self.training or len(grid) == 1:
+        search = ViewSearch.of(config.angles, config.scales)
+        if self.stem is None or self.training or len(search) == 1:
             return None
         t = resize(target, work_shape(target.shape[-2:], config.size))
         s = resize(sample, work_shape(sample.shape[-2:], config.size))
@@ -324,22 +326,34 @@ class SpectralShader(nn.Module):
         if self.reads_spectra:
             t_specs, s_specs = [self.spectrum(i) for i in t], [self.spectrum(i) for i in s]
         tokens_t = self.encode(t, t_specs)  # (B, n, d)
-        n, v = tokens_t.shape[1], len(grid)
-        queries = torch.arange(0, n, max(1, n // 256), device=t.device).expand(v, -1)
-        best = []
-        for i in range(len(t)):
+        n = tokens_t.shape[1]
+        queries = torch.arange(0, n, max(1, n // 256), device=t.device)
+
+        def confidence(i: int, views: list[View]) -> Tensor:
+            """Mean top score of pair i's queries under each view, (V,), in even batches."""
             scores = []
-            for j in range(0, v, VIEW_BATCH):  # a batch of views of one pair: (V', ...)
-                views = grid[j : j + VIEW_BATCH]
-                specs_t = None if t_specs is None else [t_specs[i]] * len(views)
-                specs_s = None if s_specs is None else [s_specs[i]] * len(views)
-                f_s = self.encode(s[i : i + 1].expand(len(views), -1, -1, -1), specs_s, views)
-                f_t = tokens_t[i : i + 1].expand(len(views), -1, -1)
+            step = math.ceil(len(views) / math.ceil(len(views) / VIEW_BATCH))  # 9: 5 + 4
+            for j in range(0, len(views), step):
+                batch = views[j : j + step]
+                specs_t = None if t_specs is None else [t_specs[i]] * len(batch)
+                specs_s = None if s_specs is None else [s_specs[i]] * len(batch)
+                f_s = self.encode(s[i : i + 1].expand(len(batch), -1, -1, -1), specs_s, batch)
+                f_t = tokens_t[i : i + 1].expand(len(batch), -1, -1)
                 f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s)
                 cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
-                scores.append(cross.logits(queries[: len(views)]).amax(-1).mean(-1))  # (V',)
-            best.append(torch.cat(scores).argmax())  # the first (identity) wins ties
-        return [grid[int(i)] for i in best]  # one index per pair read to the host
+                index = queries.expand(len(batch), -1)
+                scores.append(cross.logits(index).amax(-1).mean(-1))  # (V',)
+            return torch.cat(scores)
+
+        best = []
+        for i in range(len(t)):  # two indices per pair read to the host, one per round
+            tried = search.first()
+            scores = confidence(i, tried)
+            finer = search.around(tried[int(scores.argmax())])
+            if finer:
+                tried, scores = tried + finer, torch.cat([scores, confidence(i, finer)])
+            best.append(tried[int(scores.argmax())])  # the first (identity) wins ties
+        return best
 
     @property
     def reads_spectra(self) -> bool:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, ViewConfig
-from spectral_resnet.views import View, pull_back, render, view_grid
+from spectral_resnet.views import View, ViewSearch, pull_back, render
 
 
 def test_a_quarter_turn_is_rot90_on_screen_and_pulls_back_exactly():
@@ -23,9 +23,17 @@ def test_a_zoomed_view_pulls_back_to_the_image_where_it_stayed_in_view():
     assert gone[..., 0, 0].abs().max() == 0 and gone[..., 8, 8].abs().max() > 0
 
 
-def test_the_identity_view_comes_first_and_wins_ties():
-    grid = view_grid([90.0, 0.0], [1.0, 0.5])
-    assert grid[0] == View(0.0, 1.0) and len(grid) == 4
+def test_the_view_search_tries_every_view_it_can_reach_once_identity_first():
+    search = ViewSearch.of([45.0, -45.0, 0.0, 15.0, -15.0, 30.0, -30.0], [1.0, 0.75, 1.33])
+    first = search.first()
+    assert first[0] == View(0.0, 1.0) and len(first) == 3  # angles -30, 0, 30 at scale 1
+    for best in first:  # each fine round: the best's grid neighbours, none tried before
+        around = search.around(best)
+        assert not set(around) & set(first) and len(set(around)) == len(around)
+        for view in around:
+            assert abs(view.angle - best.angle) <= 15 and view.scale in search.scales
+    reached = set(first).union(*(search.around(v) for v in first))
+    assert len(reached) == len(search) == 21  # every view is one round away from the first
 
 
 def stem_model(angles) -> SpectralShader:
