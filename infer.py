@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from spectral_resnet.cli import check_overrides, exit_status, job_status
+from spectral_resnet.cli import exit_status, job_status, launch
 from spectral_resnet.inference import cli_main
 
 
@@ -22,6 +22,5 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = check_overrides("infer", sys.argv[1:], "infer.py")
-    main()
+    launch("infer", main, "infer.py")
     sys.exit(exit_status())

@@ -4,12 +4,10 @@ Sweeps: `python train.py -m experiment=identity,fmap,learned data.size=64,96` wr
 job's metrics.json and a summary.md table into the sweep dir. See configs/train.yaml.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from spectral_resnet.cli import check_overrides
+from spectral_resnet.cli import launch
 from spectral_resnet.training import cli_main
 
 
@@ -19,5 +17,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = check_overrides("train", sys.argv[1:], "train.py")
-    main()
+    launch("train", main, "train.py")

@@ -15,7 +15,10 @@ import sys
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -165,34 +168,105 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
     and exit 1; a multirun is checked for every swept value. Returns the command line for
     Hydra, path options quoted (`quote_paths`). Hydra's other flags (--help, --cfg ...) are
     left to Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     positional = ("target", "sample") if config_name == "infer" else ()
     argv = quote_paths(argv, positional)
     flags = [a for a in argv if a.startswith("-")]
     if any(flag not in MULTIRUN for flag in flags):
         return argv
-    overrides = [a for a in argv if not a.startswith("-")]
-    ours = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    overrides = [
+        a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")
+    ]
+    with reported(prog), configs(config_name):
+        for variant in sweep_variants(overrides) if flags else [overrides]:
+            composed(config_name, variant)
+        check_hydra_dirs(argv)
+    return argv
+
+
+def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:
+    """A program's entry point. A plain run (no flags) composes its config once, checks it
+    and runs its job here as Hydra's own run does, with the same run dir, .hydra/ record
+    and logging (Hydra's command line would compose it twice more: for its mode, then for
+    the run). With flags (-m, --help, --cfg ...) the command line is checked
+    (check_overrides) and left to Hydra's `main`; its task function is `main.__wrapped__`."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext
+
+    if any(a.startswith("-") for a in sys.argv[1:]):
+        sys.argv[1:] = check_overrides(config_name, sys.argv[1:], prog)
+        main()
+        return
+    positional = ("target", "sample") if config_name == "infer" else ()
+    overrides = quote_paths(sys.argv[1:], positional)
+    with configs(config_name):
+        with reported(prog):
+            cfg = composed(config_name, overrides, hydra_node=True)
+            check_hydra_dirs(overrides)
+        hydra = GlobalHydra.instance().hydra
+        configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+        callbacks = Callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name=config_name)
+        ret = run_job(
+            hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=callbacks),
+            task_function=main.__wrapped__,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+        )
+        callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
+        ret.return_value  # noqa: B018 -- raises the job's exception, if it failed
+
+
+def configs(config_name: str):
+    """Hydra initialised on the project's configs, for one program (its job name)."""
+    from hydra import initialize_config_dir
+
+    return initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name)
+
+
+def composed(config_name: str, overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    """The program's config from overrides, checked (check_config); with Hydra's own node
+    (hydra.run.dir, logging ...) when it is run from here."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    cfg = GlobalHydra.instance().hydra.compose_config(
+        config_name, overrides, run_mode=RunMode.RUN, from_shell=False
+    )
+    task = cfg.copy()
+    with open_dict(task):
+        del task["hydra"]
+    check_config(config_name, task)
+    if cfg.hydra.mode is None:
+        cfg.hydra.mode = RunMode.RUN
+    return cfg if hydra_node else task
+
+
+def check_hydra_dirs(argv: list[str]) -> None:
+    """Hydra's own run and sweep dirs, when given, can be written, before Hydra makes them."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            check_writable(Path(value.strip("'\"")))
+
+
+@contextmanager
+def reported(prog: str):
+    """A bad option or config as one line on stderr and exit code 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        variants = sweep_variants(ours) if flags else [ours]
-        with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=config_name):
-            for variant in variants:
-                cfg = compose(config_name, overrides=variant)
-                check_config(config_name, cfg)
-        for arg in overrides:  # Hydra's own run and sweep dirs, before Hydra makes them
-            key, _, value = arg.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
-                check_writable(Path(value.strip("'\"")))
+        yield
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except (HydraException, OmegaConfBaseException) as err:
         print(f"{prog}: error: {hydra_message(err)}", file=sys.stderr)
         sys.exit(2)
-    return argv
 
 
 def hydra_message(err: Exception) -> str:

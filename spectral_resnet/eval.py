@@ -37,7 +37,7 @@ from spectral_resnet.cli import (
     UsageError,
     check_options,
     check_output_file,
-    check_overrides,
+    launch,
     set_threads,
     shader_config,
     write_json,
@@ -399,5 +399,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = check_overrides("eval", sys.argv[1:], "eval")
-    main()
+    launch("eval", main, "eval")

@@ -114,3 +114,37 @@ def test_inference_shards_over_submitit_and_exits_0_once_both_are_done(tmp_path)
     assert failed.returncode != 0
     assert "JobFailed: job 1 (pairs=bad.csv" in failed.stderr
     assert json.loads((tmp_path / "failed" / "1" / "summary.json").read_text())["failed"]
+
+
+def test_a_plain_run_composes_its_config_once_and_runs_its_job_as_hydra_does(tmp_path, monkeypatch):
+    """launch(): one compose (Hydra's own command line makes three), the job in Hydra's run
+    dir with HydraConfig set; a bad option is one line and exit code 2 before any job."""
+    from hydra._internal.hydra import Hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from spectral_resnet.cli import launch
+
+    composes, seen = [], {}
+    compose_config = Hydra.compose_config
+
+    def counted(self, *args, **kwargs):
+        composes.append(args)
+        return compose_config(self, *args, **kwargs)
+
+    def task(cfg):
+        seen.update(cfg=cfg, dir=HydraConfig.get().runtime.output_dir, cwd=os.getcwd())
+        return 0
+
+    def main():
+        raise AssertionError("a plain run does not go through Hydra's command line")
+
+    main.__wrapped__ = task
+    monkeypatch.setattr(Hydra, "compose_config", counted)
+    monkeypatch.setattr(sys, "argv", ["infer.py", f"output_dir={tmp_path / 'out'}", "threads=1"])
+    launch("infer", main, "infer.py")
+    assert len(composes) == 1 and "hydra" not in seen["cfg"] and seen["cfg"].threads == 1
+    assert seen["dir"] == str(tmp_path / "out") and seen["cwd"] == os.getcwd()
+    monkeypatch.setattr(sys, "argv", ["infer.py", "threads=0"])
+    with pytest.raises(SystemExit) as stop:
+        launch("infer", main, "infer.py")
+    assert stop.value.code == 2 and len(composes) == 2
