@@ -185,9 +185,8 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
 
 def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:
     """A program's entry point. A plain run (no flags) composes its config once, checks it
-    and runs its job here as Hydra's own run does, with the same run dir, .hydra/ record
-    and logging (Hydra's command line would compose it twice more: for its mode, then for
-    the run). With flags (-m, --help, --cfg ...) the command line is checked
+    and runs its job here as Hydra's own run does: the same run dir, logging and callbacks
+    (Hydra's command line would compose it twice more: for its mode, then for the run). With flags (-m, --help, --cfg ...) the command line is checked
     (check_overrides) and left to Hydra's `main`; its task function is `main.__wrapped__`."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
