@@ -50,6 +50,7 @@ PATH_OPTIONS = (
     "hydra.sweep.dir",
 )
 MULTIRUN = ("-m", "--multirun")
+POSITIONAL = {"infer": ("target", "sample")}  # a program's arguments that may come without `=`
 MAX_SWEEP_CHECKS = 64  # composes a multirun's check tries (each value of each swept option)
 
 # `${first:a,b}`: a unless it is null (configs use it for "output_dir, else Hydra's run dir")
@@ -168,8 +169,7 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
     and exit 1; a multirun is checked for every swept value. Returns the command line for
     Hydra, path options quoted (`quote_paths`). Hydra's other flags (--help, --cfg ...) are
     left to Hydra."""
-    positional = ("target", "sample") if config_name == "infer" else ()
-    argv = quote_paths(argv, positional)
+    argv = quote_paths(argv, POSITIONAL.get(config_name, ()))
     flags = [a for a in argv if a.startswith("-")]
     if any(flag not in MULTIRUN for flag in flags):
         return argv
@@ -186,23 +186,25 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
 def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:
     """A program's entry point. A plain run (no flags) composes its config once, checks it
     and runs its job here as Hydra's own run does: the same run dir, logging and callbacks
-    (Hydra's command line would compose it twice more: for its mode, then for the run). With flags (-m, --help, --cfg ...) the command line is checked
-    (check_overrides) and left to Hydra's `main`; its task function is `main.__wrapped__`."""
+    (Hydra's command line would compose it twice more: for its mode, then for the run).
+    With flags (-m, --help, --cfg ...) the command line is checked (check_overrides) and
+    left to Hydra's `main`; its task function is `main.__wrapped__`."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import configure_log, run_job
-    from hydra.types import HydraContext
+    from hydra.types import HydraContext, RunMode
 
     if any(a.startswith("-") for a in sys.argv[1:]):
         sys.argv[1:] = check_overrides(config_name, sys.argv[1:], prog)
         main()
         return
-    positional = ("target", "sample") if config_name == "infer" else ()
-    overrides = quote_paths(sys.argv[1:], positional)
+    overrides = quote_paths(sys.argv[1:], POSITIONAL.get(config_name, ()))
     with configs(config_name):
         with reported(prog):
             cfg = composed(config_name, overrides, hydra_node=True)
             check_hydra_dirs(overrides)
+        if cfg.hydra.mode is None:
+            cfg.hydra.mode = RunMode.RUN
         hydra = GlobalHydra.instance().hydra
         configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
         callbacks = Callbacks(cfg)
@@ -239,8 +241,6 @@ def composed(config_name: str, overrides: list[str], hydra_node: bool = False) -
     with open_dict(task):
         del task["hydra"]
     check_config(config_name, task)
-    if cfg.hydra.mode is None:
-        cfg.hydra.mode = RunMode.RUN
     return cfg if hydra_node else task
 
 
@@ -249,7 +249,7 @@ def check_hydra_dirs(argv: list[str]) -> None:
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
-            check_writable(Path(value.strip("'\"")))
+            check_writable(Path(value.strip("'\"")), key)
 
 
 @contextmanager

@@ -71,15 +71,13 @@ class ViewSearch:
     def around(self, best: View) -> list[View]:
         """The fine round: best's neighbours on the grid that the coarse round left out."""
         i, j = self.angles.index(best.angle), self.scales.index(best.scale)
-        tried = set(self.first())
-        return [
-            View(self.angles[i + di], self.scales[j + dj])
-            for di in (-1, 0, 1)
-            for dj in (-1, 0, 1)
-            if 0 <= i + di < len(self.angles)
-            and 0 <= j + dj < len(self.scales)
-            and View(self.angles[i + di], self.scales[j + dj]) not in tried
+        near = [
+            View(a, s)
+            for a in self.angles[max(0, i - 1) : i + 2]
+            for s in self.scales[max(0, j - 1) : j + 2]
         ]
+        tried = set(self.first())
+        return [v for v in near if v != best and v not in tried]
 
 
 def thetas(views: View | list[View], shape: tuple[int, int], batch: int, device=None) -> Tensor:

@@ -116,7 +116,9 @@ def test_inference_shards_over_submitit_and_exits_0_once_both_are_done(tmp_path)
     assert json.loads((tmp_path / "failed" / "1" / "summary.json").read_text())["failed"]
 
 
-def test_a_plain_run_composes_its_config_once_and_runs_its_job_as_hydra_does(tmp_path, monkeypatch):
+def test_a_plain_run_composes_its_config_once_and_runs_its_job_as_hydra_does(
+    tmp_path, monkeypatch, capsys
+):
     """launch(): one compose (Hydra's own command line makes three), the job in Hydra's run
     dir with HydraConfig set; a bad option is one line and exit code 2 before any job."""
     from hydra._internal.hydra import Hydra
@@ -148,3 +150,8 @@ def test_a_plain_run_composes_its_config_once_and_runs_its_job_as_hydra_does(tmp
     with pytest.raises(SystemExit) as stop:
         launch("infer", main, "infer.py")
     assert stop.value.code == 2 and len(composes) == 2
+    (tmp_path / "a_file").touch()
+    monkeypatch.setattr(sys, "argv", ["infer.py", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
+    with pytest.raises(SystemExit) as stop:
+        launch("infer", main, "infer.py")
+    assert stop.value.code == 2 and "hydra.run.dir" in capsys.readouterr().err.splitlines()[-1]
