@@ -249,7 +249,7 @@ def check_hydra_dirs(argv: list[str]) -> None:
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
-            check_writable(Path(value.strip("'\"")), key)
+            check_writable(Path(value.strip("'\"")))
 
 
 @contextmanager
