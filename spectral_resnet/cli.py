@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spectral_resnet.config import ShaderConfig
 from spectral_resnet.io import write_atomic
-from spectral_resnet.weights import names
+from spectral_resnet.weights import WeightsError, checkpoint_path, names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STARTED = time.time()
@@ -41,6 +41,7 @@ PATH_OPTIONS = (
     "output_dir",
     "ckpt",
     "ckpt_path",
+    "init_from",
     "export",
     "json",
     "pairs_dir",
@@ -293,6 +294,15 @@ def check_config(config_name: str, cfg: DictConfig) -> None:
         check_output_file(Path(cfg.export), "export")
     if config_name == "train" and cfg.ckpt_path:
         check_input_file(Path(cfg.ckpt_path), "ckpt_path")
+    if config_name == "train" and cfg.init_from:
+        if cfg.ckpt_path:
+            raise UsageError(
+                "init_from starts a new run and ckpt_path resumes one; give only one of them"
+            )
+        try:
+            check_input_file(checkpoint_path(cfg.init_from), "init_from")
+        except WeightsError as err:
+            raise UsageError(f"init_from: {err}") from None
 
 
 def check_cache() -> None:

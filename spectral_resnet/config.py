@@ -428,6 +428,9 @@ class TrainConfig:
     module: Any = None
     seed: int = 0
     ckpt_path: str | None = None  # resume from this Lightning checkpoint (train.py's last.ckpt)
+    # start a new run from these weights (a shipped name, e.g. stem, or a checkpoint): the
+    # weights both models share are copied, layers the source lacks start as identities
+    init_from: str | None = None
     optimized_metric: str = "val/pck@0.05"
     test: bool = True  # run the test split after fitting
     threads: int | None = None  # torch CPU threads per process; null: torch's default

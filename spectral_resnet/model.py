@@ -533,6 +533,25 @@ class SpectralShader(nn.Module):
         "stem"), checked against their sha256; config and overrides as in from_checkpoint."""
         return cls.from_checkpoint(checkpoint_path(name), config, overrides)
 
+    def warm_start(self, path: str | Path) -> list[str]:
+        """Start from another model's weights (train.py's init_from): every weight both models
+        have, in the same shape, is copied; the stack's layers the source lacks start as
+        identities (Stack.pass_through), so training grows depth on what already matches.
+        Returns the names copied; a CheckpointError when the two share nothing."""
+        _, state = read_checkpoint(path)
+        own = self.state_dict()
+        shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if all(v.numel() == 1 for v in shared.values()):  # a temperature alone is no start
+            raise CheckpointError(
+                f"init_from={path} shares no weights with this model (its architecture differs: "
+                "compare stack.stem_width, stack.width and attention.features)"
+            )
+        if self.stack is not None:
+            kept = {int(k.split(".")[2]) for k in shared if k.startswith("stack.layers.")}
+            self.stack.pass_through(start=max(kept, default=-1) + 1)
+        self.load_state_dict(shared, strict=False)
+        return sorted(shared)
+
     def load_weights(self, state: dict[str, Tensor], path) -> None:
         """Load a checkpoint's weights: every weight this model has must be in it, in shape."""
         own = self.state_dict()

@@ -243,6 +243,18 @@ class Stack(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
 
+    @torch.no_grad()
+    def pass_through(self, start: int = 0) -> None:
+        """Make layers start..end identities (each residual branch's last projection zero) and,
+        with no layer kept, the embedding too where dim == width: a stack grown on a shallower
+        model's weights then matches as that model did (up to the final norm) at step 0."""
+        if start == 0 and self.embed.in_features == self.embed.out_features:
+            self.embed.weight.copy_(torch.eye(self.embed.out_features)), self.embed.bias.zero_()
+        for layer in self.layers[start:]:
+            for branch in (layer.attn, layer.ffn):
+                last = [m for m in branch.modules() if isinstance(m, nn.Linear)][-1]
+                last.weight.zero_(), last.bias.zero_()
+
     def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs | None) -> tuple[Tensor, Tensor]:
         """(B, n_t, dim), (B, n_s, dim) -> (B, n_t, width), (B, n_s, width); graphs: the
         images' spectra, which 's' layers need (None for a stack of 'x' layers only)."""

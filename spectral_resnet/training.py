@@ -26,7 +26,7 @@ from spectral_resnet.cli import (
 from spectral_resnet.config import ARCHITECTURE
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CheckpointError, SpectralShader, load_checkpoint, read_checkpoint
-from spectral_resnet.weights import get_weights, names
+from spectral_resnet.weights import checkpoint_path, get_weights, names
 
 TRAINER_COUNTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "log_every_n_steps")
 TRAINER_AMOUNTS = ("limit_train_batches", "limit_val_batches", "val_check_interval")
@@ -91,6 +91,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = SpectralShader(shader_config(cfg.model))
     if cfg.ckpt_path:
         check_resume(Path(cfg.ckpt_path), SpectralShader(model.config))
+    if cfg.init_from:
+        copied = model.warm_start(checkpoint_path(cfg.init_from))
+        print(f"started from {len(copied)} weights of {cfg.init_from}")
     # the model's spectrum config: the workers cache exactly the spectra the model looks up,
     # and none where its tokens and stack read none
     spectrum = model.config.spectrum if model.reads_spectra else None

@@ -19,6 +19,7 @@ from spectral_resnet import SpectralShader
 from spectral_resnet.data.pairs import PairDataModule, SyntheticPairs, split_files
 from spectral_resnet.eval import colour_nn, evaluate, pair_metrics, synthetic_pairs
 from spectral_resnet.model import CheckpointError
+from spectral_resnet.stack import ImageGraphs, PairGraphs
 from spectral_resnet.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,57 @@ def test_the_stack_fits_end_to_end(tmp_path):
     assert rebuilt.config.stack.layers == "sx" and rebuilt.stem is not None
     torch.manual_seed(cfg.seed)  # the initial weights train() started from
     assert not torch.equal(rebuilt.stem.out.weight, model_of(cfg).stem.out.weight)
+
+
+def test_layers_grown_on_a_shallower_model_start_where_it_left_off(tmp_path):
+    """init_from: the shared weights are copied and the new layers pass their tokens through,
+    so the stack's output is the shallow model's tokens, normed; the layers then train."""
+    shallow = SpectralShader(OmegaConf.to_object(train_config(tmp_path, "experiment=stem").model))
+    with torch.no_grad():
+        shallow.qk.w_q.add_(0.1 * torch.randn_like(shallow.qk.w_q))  # not an init by chance
+    shallow.save(tmp_path / "stem.pt")
+    cfg = train_config(
+        tmp_path / "deep",
+        "experiment=depth",
+        f"init_from={tmp_path / 'stem.pt'}",
+        "model.stack.layers=sx",
+        "trainer.max_epochs=1",
+        "test=false",
+    )
+    deep = model_of(cfg)
+    copied = deep.warm_start(tmp_path / "stem.pt")
+    assert set(copied) == set(shallow.state_dict())
+    torch.testing.assert_close(deep.qk.w_q, shallow.qk.w_q)
+    f_t, f_s = torch.randn(1, 20, 64), torch.randn(1, 20, 64)
+    evecs = torch.linalg.qr(torch.randn(20, 4))[0][None]
+    g = ImageGraphs(evecs, torch.tensor([[0.0, 0.2, 0.5, 1.0]]), (4, 5))
+    out_t, out_s = deep.stack(f_t, f_s, PairGraphs(g, g))
+    torch.testing.assert_close(out_t, deep.stack.norm(f_t))
+    torch.testing.assert_close(out_s, deep.stack.norm(f_s))
+    # a stack grown on a one-layer model keeps that layer and passes the next one through
+    one = replace(deep.config, stack=replace(deep.config.stack, layers="s"))
+    grown = SpectralShader(one)
+    grown.save(tmp_path / "s.pt")
+    deep.warm_start(tmp_path / "s.pt")
+    torch.testing.assert_close(
+        deep.stack.layers[0].ffn.down.weight, grown.stack.layers[0].ffn.down.weight
+    )
+    assert (
+        deep.stack.layers[0].ffn.down.weight.any()
+        and not deep.stack.layers[1].ffn.down.weight.any()
+    )
+    # the whole run: the layers learn away from the identity
+    train(cfg)
+    trained = SpectralShader.from_checkpoint(tmp_path / "deep" / "checkpoints" / "last.ckpt")
+    assert trained.stack.layers[1].attn.out.weight.any()
+    torch.testing.assert_close(trained.stem.out.weight, shallow.stem.out.weight, atol=0.1, rtol=0)
+
+
+def test_init_from_weights_that_share_nothing_is_one_line(tmp_path):
+    linear = SpectralShader.from_pretrained("linear")
+    cfg = train_config(tmp_path, "experiment=depth", "model.stack.width=32")
+    with pytest.raises(CheckpointError, match="shares no weights with this model"):
+        model_of(cfg).warm_start(linear.save(tmp_path / "linear.pt"))
 
 
 def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
@@ -323,12 +375,15 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
         ("optim.optimizer.lr=-1", "Invalid learning rate"),
         ("data.batch_size=0", "data.batch_size must be an integer in [1, 4096]"),
         ("ckpt_path=/nonexistent.ckpt", "ckpt_path=/nonexistent.ckpt: file not found"),
+        ("init_from=/nonexistent.pt", "init_from=/nonexistent.pt: file not found"),
+        ("init_from=stme", "init_from: no shipped weights called 'stme'"),
+        (f"init_from=stem ckpt_path={ROOT / 'assets/eval/stem_s.ckpt'}", "give only one of them"),
         ("export=/", "export=/ is a directory"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
     run_dir = tmp_path / "run"
-    proc = run_train(tmp_path, override, f"hydra.run.dir={run_dir}", timeout=120)
+    proc = run_train(tmp_path, *override.split(), f"hydra.run.dir={run_dir}", timeout=120)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("train.py: error:") and message in errors[0]
