@@ -48,7 +48,7 @@ def model_of(cfg) -> SpectralShader:
 
 
 @pytest.mark.parametrize(
-    "experiment", ["learned", "stack", "stem", "pretrained", "identity", "fmap"]
+    "experiment", ["learned", "stack", "stem", "depth", "pretrained", "identity", "fmap"]
 )
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
@@ -56,11 +56,12 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
     cfg = train_config(
         tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
     )
-    learned = experiment in ("learned", "stack", "stem", "pretrained")
+    learned = experiment in ("learned", "stack", "stem", "depth", "pretrained")
     assert cfg.model.attention.qk_init == ("learned" if learned else experiment)
     model = model_of(cfg)
     assert model.config.attention.trains == learned
-    assert (model.stack is not None) == (experiment == "stack")
+    assert (model.stack is not None) == (experiment in ("stack", "depth"))
+    assert (cfg.init_from == "stem") == (experiment == "depth")
     # the stem alone reads no spectra: its training data solves none
     assert model.reads_spectra == (experiment != "stem")
     module = hydra.utils.instantiate(
