@@ -546,10 +546,14 @@ class SpectralShader(nn.Module):
                 f"init_from={path} shares no weights with this model (its architecture differs: "
                 "compare stack.stem_width, stack.width and attention.features)"
             )
-        if self.stack is not None:
-            kept = {int(k.split(".")[2]) for k in shared if k.startswith("stack.layers.")}
-            self.stack.pass_through(start=max(kept, default=-1) + 1)
         self.load_state_dict(shared, strict=False)
+        if self.stack is not None:  # a layer not copied whole starts as an identity
+            fresh = [
+                i
+                for i, layer in enumerate(self.stack.layers)
+                if any(f"stack.layers.{i}.{name}" not in shared for name in layer.state_dict())
+            ]
+            self.stack.pass_through(fresh, embed="stack.embed.weight" not in shared)
         return sorted(shared)
 
     def load_weights(self, state: dict[str, Tensor], path) -> None:

@@ -244,14 +244,14 @@ class Stack(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     @torch.no_grad()
-    def pass_through(self, start: int = 0) -> None:
-        """Make layers start..end identities (each residual branch's last projection zero) and,
-        with no layer kept, the embedding too where dim == width: a stack grown on a shallower
-        model's weights then matches as that model did (up to the final norm) at step 0."""
-        if start == 0 and self.embed.in_features == self.embed.out_features:
+    def pass_through(self, layers: list[int], embed: bool) -> None:
+        """Make these layers identities (each residual branch's last projection zero) and, with
+        `embed`, the embedding too where dim == width: a stack grown on a shallower model's
+        weights then matches as that model did (up to the final norm) at step 0."""
+        if embed and self.embed.in_features == self.embed.out_features:
             self.embed.weight.copy_(torch.eye(self.embed.out_features)), self.embed.bias.zero_()
-        for layer in self.layers[start:]:
-            for branch in (layer.attn, layer.ffn):
+        for i in layers:
+            for branch in (self.layers[i].attn, self.layers[i].ffn):
                 last = [m for m in branch.modules() if isinstance(m, nn.Linear)][-1]
                 last.weight.zero_(), last.bias.zero_()
 

@@ -150,6 +150,10 @@ def test_layers_grown_on_a_shallower_model_start_where_it_left_off(tmp_path):
         deep.stack.layers[0].ffn.down.weight.any()
         and not deep.stack.layers[1].ffn.down.weight.any()
     )
+    # a layer of another kind in the source's place is not half copied: it starts as identity
+    other = SpectralShader(replace(deep.config, stack=replace(deep.config.stack, layers="x")))
+    deep.warm_start(other.save(tmp_path / "x.pt"))
+    assert not deep.stack.layers[0].attn.out.weight.any()
     # the whole run: the layers learn away from the identity
     train(cfg)
     trained = SpectralShader.from_checkpoint(tmp_path / "deep" / "checkpoints" / "last.ckpt")
