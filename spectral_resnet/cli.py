@@ -297,7 +297,8 @@ def check_config(config_name: str, cfg: DictConfig) -> None:
     if config_name == "train" and cfg.init_from:
         if cfg.ckpt_path:
             raise UsageError(
-                "init_from starts a new run and ckpt_path resumes one; give only one of them"
+                "init_from starts a new run and ckpt_path resumes one; give only one of them "
+                "(to resume a run that started from init_from, add init_from=null)"
             )
         try:
             check_input_file(checkpoint_path(cfg.init_from), "init_from")

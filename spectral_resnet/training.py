@@ -155,9 +155,10 @@ def cli_main(cfg: DictConfig) -> float:
         remove_failed_run_dir(Path(cfg.output_dir))
         sys.exit(2)
     except KeyboardInterrupt:
+        resume = "ckpt_path=.../last.ckpt" + (" init_from=null" if cfg.init_from else "")
         print(
             f"train.py: interrupted; checkpoints so far are in {cfg.output_dir} "
-            "(resume with ckpt_path=.../last.ckpt)",
+            f"(resume with {resume})",
             file=sys.stderr,
         )
         sys.exit(130)

@@ -161,11 +161,20 @@ def test_layers_grown_on_a_shallower_model_start_where_it_left_off(tmp_path):
     torch.testing.assert_close(trained.stem.out.weight, shallow.stem.out.weight, atol=0.1, rtol=0)
 
 
-def test_init_from_weights_that_share_nothing_is_one_line(tmp_path):
-    linear = SpectralShader.from_pretrained("linear")
+def test_init_from_weights_that_share_nothing_is_one_line(tmp_path, capsys):
+    from spectral_resnet.training import cli_main
+
+    linear = SpectralShader.from_pretrained("linear").save(tmp_path / "linear.pt")
     cfg = train_config(tmp_path, "experiment=depth", "model.stack.width=32")
     with pytest.raises(CheckpointError, match="shares no weights with this model"):
-        model_of(cfg).warm_start(linear.save(tmp_path / "linear.pt"))
+        model_of(cfg).warm_start(linear)
+    run_dir = tmp_path / "run"
+    cfg = train_config(run_dir, "experiment=depth", "model.stack.width=32", f"init_from={linear}")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "shares no weights" in err[0], err
+    assert not run_dir.exists()
 
 
 def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
@@ -382,7 +391,10 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
         ("ckpt_path=/nonexistent.ckpt", "ckpt_path=/nonexistent.ckpt: file not found"),
         ("init_from=/nonexistent.pt", "init_from=/nonexistent.pt: file not found"),
         ("init_from=stme", "init_from: no shipped weights called 'stme'"),
-        (f"init_from=stem ckpt_path={ROOT / 'assets/eval/stem_s.ckpt'}", "give only one of them"),
+        (
+            f"init_from=stem ckpt_path={ROOT / 'assets/eval/stem_s.ckpt'}",
+            "give only one of them (to resume a run that started from init_from, add init_from=null)",
+        ),
         ("export=/", "export=/ is a directory"),
     ],
 )
