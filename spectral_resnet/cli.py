@@ -282,8 +282,13 @@ def check_config(config_name: str, cfg: DictConfig) -> None:
     range (the program's dataclass and the model's), and output paths that can be written."""
     check_cache()
     if config_name == "train":  # its output_dir is Hydra's, known only once Hydra runs
-        shader_config(cfg.model)
+        model = shader_config(cfg.model)
         set_threads(cfg.threads)
+        if cfg.module.get("fit_views") and "stem" not in model.attention.token_features:
+            raise UsageError(
+                "module.fit_views reads samples under views, which only a conv stem uses; "
+                "add 'stem' to model.attention.features or set module.fit_views=false"
+            )
     else:
         check_options(cfg)
     if config_name == "infer" and cfg.output_dir:  # Hydra makes its run dir there

@@ -1,5 +1,9 @@
 """LightningModule: learn the encoder's stem, the stack's layers and the head's Q/K on pairs.
 
+With fit_views, the sample is read under the grid view (model.views) nearest its true warp,
+the one an ideal view search would keep: large turns and zooms train the stack on what it
+reads at inference, while the stem still only has to bridge the small steps between views.
+
 Losses, on a few hundred sampled target pixels per pair:
 - correspondence: cross-entropy of the head's attention row at the true match, InfoNCE over
   every sample pixel (needs ground-truth flow);
@@ -21,6 +25,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from spectral_resnet import viz
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CHECKPOINT_FORMAT, SpectralShader, index_to_xy
+from spectral_resnet.views import ViewSearch, fitted_view
 
 PCK_ALPHAS = (0.01, 0.05, 0.1)
 METRICS = ("loss", "epe", "psnr", *(f"pck@{a}" for a in PCK_ALPHAS))
@@ -52,6 +57,7 @@ class ShaderModule(L.LightningModule):
         queries: int = 256,
         correspondence_weight: float = 1.0,
         retrieval_weight: float = 1.0,
+        fit_views: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
@@ -74,7 +80,11 @@ class ShaderModule(L.LightningModule):
             batch["valid"],
         )
         b, _, h, w = target.shape
-        ctx = self.model.pair_context(target, sample, ops=False)
+        views = None
+        if self.hparams.fit_views:  # the sample as inference reads it: under its nearest view
+            search = ViewSearch.of(self.model.config.views.angles, self.model.config.views.scales)
+            views = [search.nearest(fitted_view(f, v)) for f, v in zip(flow, valid)]
+        ctx = self.model.pair_context(target, sample, ops=False, views=views)
         if tuple(ctx.work_shape) != (h, w):  # losses index pixels at full resolution
             raise ValueError(
                 f"training pairs ({h}x{w}) exceed model.work_size={self.model.config.work_size}: "

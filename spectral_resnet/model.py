@@ -27,7 +27,7 @@ from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
 from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
-from spectral_resnet.views import View, ViewSearch, pull_back, render
+from spectral_resnet.views import View, ViewSearch, crops, pull_back, render, shown
 from spectral_resnet.weights import checkpoint_path
 
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
@@ -237,13 +237,15 @@ class SpectralShader(nn.Module):
         ops: bool = True,
         target_mask: Tensor | None = None,
         sample_mask: Tensor | None = None,
+        views: list[View] | None = None,
     ) -> PairContext:
         """Spectra (cached), tokens and projected attention of a (target, sample) batch at the
         working resolution. stats, if given, collects timings and eigensolver residuals;
         ops=False leaves out what only the image ops read (boundaries, ink, components), and
         the spectra too where the tokens and the stack do not read them: training, match().
         Masks (B, 1, H, W) bool, checked (`check_mask`): where pastes may land, and which
-        sample components may be taken."""
+        sample components may be taken. views: each sample's view where it is known
+        (training on warped pairs); a stem model searches for them otherwise."""
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
@@ -260,7 +262,7 @@ class SpectralShader(nn.Module):
                 "target": worst_residual(t_specs),
                 "sample": worst_residual(s_specs),
             }
-        views = self.choose_views(t_img, s_img)
+        views = self.choose_views(t_img, s_img) if views is None else views
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
@@ -375,7 +377,14 @@ class SpectralShader(nn.Module):
         if self.stem is not None and (views is None or all(v.identity for v in views)):
             parts.append(self.stem(images.float()))
         elif self.stem is not None:  # one stem pass over the batch, each image in its view
-            maps = pull_back(self.stem.maps(render(images.float(), views)), views)
+            # in the image's own frame, as a warped copy shows it (the stem's norms see what
+            # they saw in training); the places the frame cuts off, from the whole view
+            shape = images.shape[-2:]
+            maps = pull_back(self.stem.maps(render(images.float(), views)), views, shape)
+            if crops(views, shape):
+                whole = pull_back(self.stem.maps(render(images.float(), views, True)), views, shape)
+                kept = shown(views, shape, len(images), images.device)[:, None]  # (B, 1, h, w)
+                maps = torch.where(kept, maps, whole)
             parts.append(maps.flatten(2).transpose(1, 2))
         if self.hand_features:
             hand = [token_features(s, img, self.hand_features) for s, img in zip(spectra, images)]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from spectral_resnet.data.procedural import curves, diagram, scene
+from spectral_resnet.views import render
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -47,6 +48,26 @@ def tone():
 @pytest.fixture
 def photo():
     return scene((32, 40), seed=2)
+
+
+@pytest.fixture
+def view_pair():
+    """(target, sample, flow, valid) of a smooth sample (3, H, W) and its render under a view:
+    flow (H, W, 2) is the sample (x, y) each target pixel shows, valid where it shows one."""
+
+    def make(view, shape: tuple[int, int] = (24, 32), seed: int = 0):
+        h, w = shape
+        g = torch.Generator().manual_seed(seed)
+        sample = torch.nn.functional.interpolate(
+            torch.rand(1, 3, h // 4, w // 4, generator=g), size=shape, mode="bilinear"
+        )[0]
+        ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+        at = torch.stack([(xs + 0.5) * 2 / w - 1, (ys + 0.5) * 2 / h - 1]).flatten(1)  # (2, n)
+        source = torch.linalg.solve(view.theta(shape)[:, :2], at).unflatten(1, shape)
+        flow = torch.stack([(source[0] + 1) * w / 2 - 0.5, (source[1] + 1) * h / 2 - 0.5], -1)
+        return render(sample[None], view)[0], sample, flow, (source.abs() <= 1).all(0)
+
+    return make
 
 
 @pytest.fixture

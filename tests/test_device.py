@@ -64,7 +64,7 @@ def test_stem_and_views_stay_on_the_inputs_device(fake):
     stem = on_cuda(lambda: ConvStem(width=16))
     image = torch.rand(1, 3, 24, 32, device=CUDA)
     view = View(30.0, 0.8)
-    maps = pull_back(stem.maps(render(image, view)), view)
+    maps = pull_back(stem.maps(render(image, view)), view, (24, 32))
     assert maps.device.type == CUDA and maps.shape == (1, 16, 24, 32)
 
 

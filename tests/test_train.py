@@ -21,6 +21,7 @@ from spectral_resnet.eval import colour_nn, evaluate, pair_metrics, synthetic_pa
 from spectral_resnet.model import CheckpointError
 from spectral_resnet.stack import ImageGraphs, PairGraphs
 from spectral_resnet.training import train
+from spectral_resnet.views import View
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = str(ROOT / "configs")
@@ -48,7 +49,8 @@ def model_of(cfg) -> SpectralShader:
 
 
 @pytest.mark.parametrize(
-    "experiment", ["learned", "stack", "stem", "depth", "pretrained", "identity", "fmap"]
+    "experiment",
+    ["learned", "stack", "stem", "depth", "depth_views", "pretrained", "identity", "fmap"],
 )
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 @pytest.mark.parametrize("logger", ["csv", "tensorboard"])
@@ -56,12 +58,13 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
     cfg = train_config(
         tmp_path, f"experiment={experiment}", f"trainer={trainer}", f"logger={logger}"
     )
-    learned = experiment in ("learned", "stack", "stem", "depth", "pretrained")
+    learned = experiment in ("learned", "stack", "stem", "depth", "depth_views", "pretrained")
     assert cfg.model.attention.qk_init == ("learned" if learned else experiment)
     model = model_of(cfg)
     assert model.config.attention.trains == learned
-    assert (model.stack is not None) == (experiment in ("stack", "depth"))
-    assert (cfg.init_from == "stem") == (experiment == "depth")
+    assert (model.stack is not None) == (experiment in ("stack", "depth", "depth_views"))
+    assert (cfg.init_from == "stem") == experiment.startswith("depth")
+    assert cfg.module.fit_views == (experiment == "depth_views")
     # the stem alone reads no spectra: its training data solves none
     assert model.reads_spectra == (experiment != "stem")
     module = hydra.utils.instantiate(
@@ -199,6 +202,25 @@ def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
         opt.step()
         losses.append(float(terms["loss"].detach()))
     assert losses[-1] < 0.8 * losses[0], losses[::10]
+
+
+@pytest.mark.parametrize("fit_views, matched", [(True, 1.0), (False, 0.5)])
+def test_fitted_views_read_a_turned_sample_as_its_target_shows_it(
+    tmp_path, view_pair, fit_views, matched
+):
+    """A target that is the sample under a grid view: with fit_views, even an untrained stem
+    reads the sample under that view, so its features are the target's own and every query
+    finds its match; read as it is, the turned sample matches far worse."""
+    cfg = train_config(tmp_path, "experiment=stem", f"module.fit_views={fit_views}")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.module, model=model_of(cfg), optimizer=None)
+    module.train()  # no view search: the views are given, or none
+    target, sample, flow, valid = view_pair(View(45.0, 1.0), (32, 32))
+    batch = dict(target=target[None], sample=sample[None], flow=flow[None], valid=valid[None])
+    with torch.no_grad():
+        _, stats = module.losses(batch)
+    pck = float(stats["pck@0.05"])
+    assert pck >= 0.99 if fit_views else pck < matched, pck
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
@@ -396,6 +418,7 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
             "give only one of them (to resume a run that started from init_from, add init_from=null)",
         ),
         ("export=/", "export=/ is a directory"),
+        ("module.fit_views=true", "module.fit_views reads samples under views"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):

@@ -1,8 +1,9 @@
 import pytest
 import torch
+from torch import Tensor
 
 from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, ViewConfig
-from spectral_resnet.views import View, ViewSearch, pull_back, render
+from spectral_resnet.views import View, ViewSearch, crops, fitted_view, pull_back, render, shown
 
 
 def test_a_quarter_turn_is_rot90_on_screen_and_pulls_back_exactly():
@@ -10,17 +11,68 @@ def test_a_quarter_turn_is_rot90_on_screen_and_pulls_back_exactly():
     turned = render(image, View(90.0))
     # counter-clockwise on screen: the top row becomes the left column, read upwards
     torch.testing.assert_close(turned, torch.rot90(image, 1, dims=(2, 3)))
-    torch.testing.assert_close(pull_back(turned, View(90.0)), image)
+    torch.testing.assert_close(pull_back(turned, View(90.0), (8, 8)), image)
 
 
-def test_a_zoomed_view_pulls_back_to_the_image_where_it_stayed_in_view():
-    image = torch.rand(1, 3, 16, 16)
-    ramp = torch.linspace(0, 1, 16)
-    smooth = (ramp[:, None] + 2 * ramp[None]).expand(1, 3, 16, 16)  # bilinear: exact on ramps
-    back = pull_back(render(smooth, View(0.0, 0.5)), View(0.0, 0.5))
+def ramp(h: int, w: int) -> Tensor:
+    """A smooth image: bilinear sampling is exact on it."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return (ys + 2 * xs).expand(1, 3, h, w)
+
+
+def test_a_zoomed_view_pulls_back_to_the_image_where_its_frame_shows_it():
+    smooth = ramp(16, 16)
+    back = pull_back(render(smooth, View(0.0, 0.5)), View(0.0, 0.5), (16, 16))
     torch.testing.assert_close(back[..., 2:-2, 2:-2], smooth[..., 2:-2, 2:-2])
-    gone = pull_back(render(image, View(0.0, 2.0)), View(0.0, 2.0))  # zoomed in: corners leave
+    zoomed = View(0.0, 2.0)  # the frame cuts off the image's rim
+    gone = pull_back(render(torch.rand(1, 3, 16, 16), zoomed), zoomed, (16, 16))
+    kept = shown(zoomed, (16, 16), 1)
+    assert kept[0, 0, 0].item() is False and kept[0, 8, 8].item() is True
     assert gone[..., 0, 0].abs().max() == 0 and gone[..., 8, 8].abs().max() > 0
+    assert (gone.abs().amax(1) > 0)[0, 1:-1, 1:-1].equal(kept[0, 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize(
+    "view, box", [(View(0.0, 0.5), (16, 24)), (View(0.0, 2.0), (32, 48)), (View(45.0), (16, 16))]
+)
+def test_a_whole_view_crops_nothing_and_pulls_back_everywhere(view, box):
+    """The canvas holds the turned and zoomed image (never smaller than its frame, and of the
+    same parity), so every pixel comes back, the ones the frame would cut off too."""
+    h, w = (16, 24) if view.angle == 0 else (10, 10)
+    smooth = ramp(h, w)
+    seen = render(smooth, view, whole=True)
+    assert seen.shape[-2:] == box == view.canvas((h, w))
+    assert crops(view, (h, w)) == (view.scale > 1 or view.angle != 0)
+    back = pull_back(seen, view, (h, w))
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    tolerance = 0.05 if view.scale < 1 else 0.02  # zoomed out: fewer samples
+    assert (back[inner] - smooth[inner]).abs().max() < tolerance
+    assert (back[inner] > 0).all()  # nothing left out
+
+
+def test_a_batch_of_views_shares_the_largest_canvas():
+    image = torch.rand(2, 3, 10, 10)
+    views = [View(0.0, 1.0), View(30.0, 1.33)]
+    seen = render(image, views, whole=True)
+    assert seen.shape[-2:] == View(30.0, 1.33).canvas((10, 10)) == (20, 20)
+    torch.testing.assert_close(pull_back(seen, views, (10, 10))[0], image[0])  # identity: exact
+
+
+def test_a_cropping_view_leaves_no_sample_place_blank():
+    """Where the frame shows the sample, its tokens are the frame's own (the stem's norms see
+    a warped copy, as in training); where it cuts the sample off, the whole view's."""
+    torch.manual_seed(0)
+    attention = AttentionConfig(qk_init="learned", kernel="softmax", features=["stem"])
+    shader = SpectralShader(ShaderConfig(pattern="c", attention=attention)).eval()
+    view, image = [View(30.0, 1.33)], torch.rand(1, 3, 16, 16)
+    kept = shown(view, (16, 16), 1).flatten(1)[..., None]  # (1, n, 1)
+    assert 0.2 < kept.float().mean() < 0.8
+    tokens = shader.encode(image, None, view)  # (1, n, d)
+    framed = pull_back(shader.stem.maps(render(image, view)), view, (16, 16))
+    whole = pull_back(shader.stem.maps(render(image, view, whole=True)), view, (16, 16))
+    torch.testing.assert_close(tokens, torch.where(kept, framed.flatten(2).mT, whole.flatten(2).mT))
+    assert (tokens.abs().amax(-1) > 0).all()
+    assert not torch.allclose(framed, whole)  # the stem's norms differ on the larger canvas
 
 
 def test_the_view_search_tries_every_view_it_can_reach_once_identity_first():
@@ -64,3 +116,19 @@ def test_view_options_are_checked():
         ViewConfig(scales=[0.0])
     with pytest.raises(ValueError, match="need a value each"):
         ViewConfig(angles=[])
+
+
+@pytest.mark.parametrize("view", [View(30.0, 1.2), View(-45.0, 0.8), View(0.0, 1.33)])
+def test_the_view_fitted_to_a_known_warp_is_that_warp(view, view_pair):
+    """The flow of a target rendered under a view gives back that view (translation is left
+    out: the flow is shifted), and the grid's nearest to it."""
+    target, sample, flow, valid = view_pair(view)
+    grid = torch.stack([(flow[..., 0] + 0.5) / 16 - 1, (flow[..., 1] + 0.5) / 12 - 1], -1)
+    along = torch.nn.functional.grid_sample(sample[None], grid[None], align_corners=False)[0]
+    torch.testing.assert_close(along[:, valid], target[:, valid])  # the flow is render's own
+    fitted = fitted_view(flow + 3.0, valid)
+    assert fitted.angle == pytest.approx(view.angle, abs=1e-3)
+    assert fitted.scale == pytest.approx(view.scale, rel=1e-4)
+    search = ViewSearch.of([-45, -30, -15, 0, 15, 30, 45], [0.75, 0.87, 1.0, 1.15, 1.33])
+    nearest = {1.2: 1.15, 0.8: 0.75}.get(view.scale, view.scale)
+    assert search.nearest(fitted) == View(view.angle, nearest)
