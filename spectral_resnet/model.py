@@ -328,6 +328,9 @@ class SpectralShader(nn.Module):
         if self.reads_spectra:
             t_specs, s_specs = [self.spectrum(i) for i in t], [self.spectrum(i) for i in s]
         tokens_t = self.encode(t, t_specs)  # (B, n, d)
+        # a stem is local: a place the view's frame cuts off only drops out of the scores,
+        # so the search saves the second pass; layers would spread its blank to the rest
+        layered = self.stack is not None
         n = tokens_t.shape[1]
         queries = torch.arange(0, n, max(1, n // 256), device=t.device)
 
@@ -339,7 +342,9 @@ class SpectralShader(nn.Module):
                 batch = views[j : j + step]
                 specs_t = None if t_specs is None else [t_specs[i]] * len(batch)
                 specs_s = None if s_specs is None else [s_specs[i]] * len(batch)
-                f_s = self.encode(s[i : i + 1].expand(len(batch), -1, -1, -1), specs_s, batch)
+                f_s = self.encode(
+                    s[i : i + 1].expand(len(batch), -1, -1, -1), specs_s, batch, layered
+                )
                 f_t = tokens_t[i : i + 1].expand(len(batch), -1, -1)
                 f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s)
                 cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
@@ -368,11 +373,16 @@ class SpectralShader(nn.Module):
         )
 
     def encode(
-        self, images: Tensor, spectra: list[Spectrum] | None, views: list[View] | None = None
+        self,
+        images: Tensor,
+        spectra: list[Spectrum] | None,
+        views: list[View] | None = None,
+        whole: bool = True,
     ) -> Tensor:
         """Tokens of working-resolution images (B, 3, h, w): the stem's, then the hand-made
         features', (B, h w, d). views: per image, the view its stem features are taken
-        under, pulled back onto its own pixels (None: as it is)."""
+        under, pulled back onto its own pixels (None: as it is). whole=False leaves the
+        places a view's frame cuts off blank, and saves the second stem pass that fills them."""
         parts = []
         if self.stem is not None and (views is None or all(v.identity for v in views)):
             parts.append(self.stem(images.float()))
@@ -381,10 +391,10 @@ class SpectralShader(nn.Module):
             # they saw in training); the places the frame cuts off, from the whole view
             shape = images.shape[-2:]
             maps = pull_back(self.stem.maps(render(images.float(), views)), views, shape)
-            if crops(views, shape):
-                whole = pull_back(self.stem.maps(render(images.float(), views, True)), views, shape)
+            if whole and crops(views, shape):
+                rest = pull_back(self.stem.maps(render(images.float(), views, True)), views, shape)
                 kept = shown(views, shape, len(images), images.device)[:, None]  # (B, 1, h, w)
-                maps = torch.where(kept, maps, whole)
+                maps = torch.where(kept, maps, rest)
             parts.append(maps.flatten(2).transpose(1, 2))
         if self.hand_features:
             hand = [token_features(s, img, self.hand_features) for s, img in zip(spectra, images)]
