@@ -43,9 +43,9 @@ class View:
         return torch.tensor([[c, s * h / w, 0.0], [-s * w / h, c, 0.0]], device=device)
 
     def canvas(self, shape: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) px of the box around the turned and zoomed image, and the image's own frame:
-        the view crops nothing.
-        Each side keeps the image's parity, so an unzoomed image sits on the canvas's pixels."""
+        """(H, W) px of the box that holds the turned and zoomed image, never smaller than
+        its frame: the view crops nothing. Each side keeps the image's parity, so an unzoomed
+        image sits on the canvas's pixels."""
         h, w = shape
         a = math.radians(self.angle)
         c, s = abs(math.cos(a)) * self.scale, abs(math.sin(a)) * self.scale
@@ -121,6 +121,12 @@ def fitted_view(flow: Tensor, valid: Tensor) -> View:
     return View(-math.degrees(math.atan2(a.imag, a.real)), abs(a))
 
 
+def _warp(x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """x (B, C, h, w) sampled at affine_grid(theta) onto (B, C, *size); zeros outside x."""
+    grid = F.affine_grid(theta, [*x.shape[:2], *size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def canvas(views: View | list[View], shape: tuple[int, int]) -> tuple[int, int]:
     """(H, W) px one batch renders on: large enough for every image's view."""
     boxes = [v.canvas(shape) for v in ([views] if isinstance(views, View) else views)]
@@ -147,30 +153,21 @@ def render(images: Tensor, views: View | list[View], whole: bool = False) -> Ten
     box = canvas(views, images.shape[-2:]) if whole else images.shape[-2:]
     theta = thetas(views, images.shape[-2:], box, images.shape[0], images.device)  # (B, 2, 3)
     row = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
-    inverse = torch.linalg.inv(torch.cat([theta, row], 1))[:, :2]
-    grid = F.affine_grid(inverse, [*images.shape[:2], *box], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _warp(images, torch.linalg.inv(torch.cat([theta, row], 1))[:, :2], box)
 
 
 def pull_back(features: Tensor, views: View | list[View], shape: tuple[int, int]) -> Tensor:
     """Feature maps (B, C, h, w) of `render(images, views, whole)` -> (B, C, *shape), at each
     image's own pixels (shape: the images' (H, W)); zeros where a pixel left the frame."""
     theta = thetas(views, shape, features.shape[-2:], features.shape[0], features.device)
-    grid = F.affine_grid(theta, [*features.shape[:2], *shape], align_corners=False)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _warp(features, theta, shape)
 
 
 def shown(views: View | list[View], shape: tuple[int, int], batch: int, device=None) -> Tensor:
-    """(B, H, W) bool: the pixels of each image its view keeps in the image's own frame."""
-    h, w = shape
-    ys, xs = torch.meshgrid(
-        (torch.arange(h, device=device) + 0.5) * 2 / h - 1,
-        (torch.arange(w, device=device) + 0.5) * 2 / w - 1,
-        indexing="ij",
-    )
-    theta = thetas(views, shape, shape, batch, device)[:, :, :2]  # (B, 2, 2)
-    at = torch.einsum("bij,jhw->bihw", theta, torch.stack([xs, ys]))  # (B, 2, H, W)
-    return (at.abs() <= 1).all(1)
+    """(B, H, W) bool: the pixels of each image its view keeps in the image's own frame
+    (where pull_back reads them: the same grid)."""
+    grid = F.affine_grid(thetas(views, shape, shape, batch, device), [batch, 1, *shape], False)
+    return (grid.abs() <= 1).all(-1)  # grid: (B, H, W, 2), each pixel's place in the frame
 
 
 def crops(views: View | list[View], shape: tuple[int, int]) -> bool:
