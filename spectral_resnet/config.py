@@ -52,6 +52,7 @@ ARCHITECTURE = (
     "stack.width",
     "stack.heads",
     "stack.self_attention",
+    "stack.stride",
     "stack.stem_width",
     "stack.stem_dilations",
 )
@@ -178,6 +179,7 @@ class StackConfig:
     # what an 's' layer mixes with: spectral (Phi g(Lambda) Phi^T along the image's graph) or
     # positional (linear self-attention over tokens with a 2-D position code: the control)
     self_attention: str = "spectral"
+    stride: int = 1  # the layers run on a grid this many times coarser (1: every token)
     stem_width: int = 64  # channels of the conv stem ('stem' in attention.features)
     stem_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
 
@@ -193,6 +195,7 @@ class StackConfig:
             )
         _positive("stack.width", self.width, integer=True, high=4096)
         _positive("stack.heads", self.heads, integer=True, high=64)
+        _positive("stack.stride", self.stride, integer=True, high=16)
         if self.width % self.heads:
             raise ValueError(
                 f"stack.width={self.width} must be a multiple of stack.heads={self.heads}"

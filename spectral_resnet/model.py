@@ -199,7 +199,12 @@ class SpectralShader(nn.Module):
         self.stack = None
         if st.layers:
             self.stack = Stack(
-                layers=st.layers, dim=dim, width=st.width, heads=st.heads, mixer=st.self_attention
+                layers=st.layers,
+                dim=dim,
+                width=st.width,
+                heads=st.heads,
+                mixer=st.self_attention,
+                stride=st.stride,
             )
         raw = a.qk_init in ("identity", "fmap")  # the seed's low-rank form on eigenvectors
         scale = a.softmax_scale if a.kernel == "softmax" else 1.0
@@ -274,7 +279,7 @@ class SpectralShader(nn.Module):
             )
         else:
             f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
-        f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs)
+        f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs, (t_img.shape[-2:], s_img.shape[-2:]))
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
         if ops:
@@ -303,14 +308,16 @@ class SpectralShader(nn.Module):
         f_s: Tensor,
         t_specs: list[Spectrum] | None,
         s_specs: list[Spectrum] | None,
+        shapes: tuple[tuple[int, int], tuple[int, int]],
     ) -> tuple[Tensor, Tensor]:
-        """The stack's layers on both token streams (tokens as they are without a stack)."""
+        """The stack's layers on both token streams (tokens as they are without a stack);
+        shapes: the two images' (h, w)."""
         if self.stack is None:
             return f_t, f_s
         graphs = None  # an 'x'-only stack runs along no graph
         if t_specs is not None:
             graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
-        return self.stack(f_t, f_s, graphs)
+        return self.stack(f_t, f_s, graphs, shapes)
 
     @torch.no_grad()
     def choose_views(self, target: Tensor, sample: Tensor) -> list[View] | None:
@@ -346,7 +353,7 @@ class SpectralShader(nn.Module):
                     s[i : i + 1].expand(len(batch), -1, -1, -1), specs_s, batch, layered
                 )
                 f_t = tokens_t[i : i + 1].expand(len(batch), -1, -1)
-                f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s)
+                f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s, (t.shape[-2:], s.shape[-2:]))
                 cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
                 index = queries.expand(len(batch), -1)
                 scores.append(cross.logits(index).amax(-1).mean(-1))  # (V',)

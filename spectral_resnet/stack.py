@@ -217,6 +217,17 @@ class ImageGraphs:
         evecs = torch.stack([s.evecs for s in spectra])
         return cls(evecs, torch.stack([s.evals for s in spectra]).to(evecs.dtype), spectra[0].shape)
 
+    def pooled(self, stride: int) -> ImageGraphs:
+        """The modes averaged over stride x stride cells, rescaled so a smooth mode keeps unit
+        norm: the graph the layers run along on a coarse grid."""
+        if stride == 1:
+            return self
+        shape = coarse_shape(self.shape, stride)
+        evecs = pooled(self.evecs, self.shape, stride) * math.sqrt(
+            self.evecs.shape[1] / math.prod(shape)
+        )
+        return ImageGraphs(evecs, self.evals, shape)
+
 
 @dataclass(frozen=True)
 class PairGraphs:
@@ -225,15 +236,53 @@ class PairGraphs:
     target: ImageGraphs
     sample: ImageGraphs
 
+    def pooled(self, stride: int) -> PairGraphs:
+        return PairGraphs(self.target.pooled(stride), self.sample.pooled(stride))
+
+
+def coarse_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The grid `stride` times coarser than `shape` (h, w), a partial cell at each far edge."""
+    return -(-shape[0] // stride), -(-shape[1] // stride)
+
+
+def pooled(f: Tensor, shape: tuple[int, int], stride: int) -> Tensor:
+    """Row-major tokens (B, h w, d) averaged over stride x stride cells: (B, h' w', d)."""
+    if stride == 1:
+        return f
+    grid = f.transpose(1, 2).unflatten(-1, shape)  # (B, d, h, w)
+    return F.adaptive_avg_pool2d(grid, coarse_shape(shape, stride)).flatten(2).transpose(1, 2)
+
+
+def upsampled(f: Tensor, coarse: tuple[int, int], shape: tuple[int, int]) -> Tensor:
+    """Coarse tokens (B, h' w', d) bilinearly back onto the (h, w) grid: (B, h w, d)."""
+    grid = f.transpose(1, 2).unflatten(-1, coarse)  # (B, d, h', w')
+    fine = F.interpolate(grid, size=shape, mode="bilinear", align_corners=False)
+    return fine.flatten(2).transpose(1, 2)
+
 
 LAYERS = {"s": SpectralLayer, "x": CrossLayer}
 
 
 class Stack(nn.Module):
-    """Tokens of both images -> a shared embedding -> the layers in order -> a final norm."""
+    """Tokens of both images -> a shared embedding -> the layers in order -> a final norm.
 
-    def __init__(self, *, layers: str, dim: int, width: int, heads: int, mixer: str = "spectral"):
+    stride > 1 runs the layers on a grid that much coarser (LoFTR's coarse level): what they
+    add to each cell is upsampled onto every token, so the stem's fine detail stays and the
+    layers cost stride^2 times less.
+    """
+
+    def __init__(
+        self,
+        *,
+        layers: str,
+        dim: int,
+        width: int,
+        heads: int,
+        mixer: str = "spectral",
+        stride: int = 1,
+    ):
         super().__init__()
+        self.stride = stride
         self.embed = nn.Linear(dim, width)
         self.layers = nn.ModuleList(
             SpectralLayer(width=width, heads=heads, mixer=mixer)
@@ -255,10 +304,25 @@ class Stack(nn.Module):
                 last = [m for m in branch.modules() if isinstance(m, nn.Linear)][-1]
                 last.weight.zero_(), last.bias.zero_()
 
-    def forward(self, f_t: Tensor, f_s: Tensor, graphs: PairGraphs | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        f_t: Tensor,
+        f_s: Tensor,
+        graphs: PairGraphs | None,
+        shapes: tuple[tuple[int, int], tuple[int, int]],
+    ) -> tuple[Tensor, Tensor]:
         """(B, n_t, dim), (B, n_s, dim) -> (B, n_t, width), (B, n_s, width); graphs: the
-        images' spectra, which 's' layers need (None for a stack of 'x' layers only)."""
+        images' spectra, which 's' layers need (None for a stack of 'x' layers only);
+        shapes: the two token grids (h, w)."""
         f_t, f_s = self.embed(f_t), self.embed(f_s)
+        c_t, c_s = (pooled(f, shape, self.stride) for f, shape in zip((f_t, f_s), shapes))
+        graphs = None if graphs is None else graphs.pooled(self.stride)
         for layer in self.layers:
-            f_t, f_s = layer(f_t, f_s, graphs)
-        return self.norm(f_t), self.norm(f_s)
+            c_t, c_s = layer(c_t, c_s, graphs)
+        if self.stride == 1:
+            return self.norm(c_t), self.norm(c_s)
+        fine = []
+        for f, c, shape in zip((f_t, f_s), (c_t, c_s), shapes):  # each token gets its cell's change
+            change = c - pooled(f, shape, self.stride)  # (B, n', width)
+            fine.append(self.norm(f + upsampled(change, coarse_shape(shape, self.stride), shape)))
+        return fine[0], fine[1]

@@ -43,11 +43,14 @@ def graph(n: int, shape: tuple[int, int], device: str = CUDA) -> ImageGraphs:
     return ImageGraphs(torch.randn(2, n, 6, device=device), torch.rand(2, 6, device=device), shape)
 
 
-@pytest.mark.parametrize("mixer", ["spectral", "positional"])
-def test_stack_layers_stay_on_the_inputs_device(fake, mixer):
-    stack = on_cuda(lambda: Stack(layers="sxs", dim=12, width=16, heads=2, mixer=mixer))
+@pytest.mark.parametrize("mixer, stride", [("spectral", 1), ("positional", 1), ("spectral", 2)])
+def test_stack_layers_stay_on_the_inputs_device(fake, mixer, stride):
+    stack = on_cuda(
+        lambda: Stack(layers="sxs", dim=12, width=16, heads=2, mixer=mixer, stride=stride)
+    )
     f_t, f_s = torch.randn(2, 48, 12, device=CUDA), torch.randn(2, 40, 12, device=CUDA)
-    out_t, out_s = stack(f_t, f_s, PairGraphs(graph(48, (6, 8)), graph(40, (5, 8))))
+    graphs = PairGraphs(graph(48, (6, 8)), graph(40, (5, 8)))
+    out_t, out_s = stack(f_t, f_s, graphs, ((6, 8), (5, 8)))
     assert out_t.device.type == out_s.device.type == CUDA
     assert out_t.shape == (2, 48, 16) and out_s.shape == (2, 40, 16)
 
@@ -57,7 +60,7 @@ def test_a_cpu_tensor_in_the_stack_is_caught(fake):
     stack = on_cuda(lambda: Stack(layers="s", dim=12, width=16, heads=2))
     f = torch.randn(2, 48, 12, device=CUDA)
     with pytest.raises(FakeTensorDeviceMismatchError):
-        stack(f, f, PairGraphs(graph(48, (6, 8)), graph(48, (6, 8), device="cpu")))
+        stack(f, f, PairGraphs(graph(48, (6, 8)), graph(48, (6, 8), device="cpu")), ((6, 8),) * 2)
 
 
 def test_stem_and_views_stay_on_the_inputs_device(fake):

@@ -116,7 +116,7 @@ def test_every_stack_parameter_learns():
         graphs(orthonormal(n, k, 1).float()[None], evals, (12, 10)),
         graphs(orthonormal(n, k, 2).float()[None], evals, (12, 10)),
     )
-    f_t, f_s = stack(torch.randn(1, n, 7), torch.randn(1, n, 7), spectra)
+    f_t, f_s = stack(torch.randn(1, n, 7), torch.randn(1, n, 7), spectra, ((12, 10),) * 2)
     assert f_t.shape == f_s.shape == (1, n, 16)
     (f_t * torch.randn_like(f_t)).sum().backward()
     dead = [name for name, p in stack.named_parameters() if p.grad is None or not p.grad.any()]
@@ -143,7 +143,7 @@ def test_both_self_attentions_fit_the_stack(mixer):
     stack = Stack(layers="sx", dim=5, width=8, heads=2, mixer=mixer)
     evecs, evals = orthonormal(20, 3).float()[None], torch.tensor([[0.0, 0.5, 1.0]])
     g = graphs(evecs, evals, (4, 5))
-    f_t, f_s = stack(torch.randn(1, 20, 5), torch.randn(1, 20, 5), PairGraphs(g, g))
+    f_t, f_s = stack(torch.randn(1, 20, 5), torch.randn(1, 20, 5), PairGraphs(g, g), ((4, 5),) * 2)
     assert f_t.shape == (1, 20, 8) and torch.isfinite(f_s).all()
 
 
@@ -161,3 +161,44 @@ def test_layers_are_residual_and_prenorm(layer):
     t, s = block(f_t, f_s, spectra)
     torch.testing.assert_close(t, f_t)
     torch.testing.assert_close(s, f_s)
+
+
+def test_a_coarse_stack_adds_its_cells_change_to_every_token():
+    """stride 2 on a 7 x 6 grid (odd rows: a partial cell): with every layer an identity, the
+    tokens are the embedding's, normed; a layer's change reaches every token, smoothly."""
+    torch.manual_seed(0)
+    shape, n = (7, 6), 42
+    evecs, evals = orthonormal(n, 4).float()[None], torch.tensor([[0.0, 0.3, 0.6, 1.0]])
+    g = PairGraphs(graphs(evecs, evals, shape), graphs(evecs, evals, shape))
+    stack = Stack(layers="sx", dim=8, width=8, heads=2, stride=2)
+    f = torch.randn(1, n, 8)
+    stack.pass_through([0, 1], embed=True)
+    out_t, out_s = stack(f, f, g, (shape, shape))
+    torch.testing.assert_close(out_t, stack.norm(f))
+    torch.manual_seed(1)
+    stack = Stack(layers="sx", dim=8, width=8, heads=2, stride=2)
+    with torch.no_grad():
+        stack.norm.weight.fill_(1.0), stack.norm.bias.zero_()
+        embedded = stack.embed(f)
+        moved = stack(f, f, g, (shape, shape))[0] - stack.norm(embedded)
+    assert moved.shape == (1, n, 8) and moved.abs().amax(-1).min() > 1e-3  # every token
+    cell = moved[0].unflatten(0, shape)[:2, :2].flatten(0, 1)  # one 2 x 2 cell's tokens
+    assert (cell - cell[0]).abs().amax() > 1e-4  # bilinear: not one blocky copy
+
+
+def test_pooled_modes_keep_their_norm_and_sign_symmetry():
+    """A smooth mode pooled 2 x 2 keeps unit norm; flipping a mode's sign flips its pooled
+    copy, so the spectral filter on the coarse grid is still sign-invariant."""
+    h, w = 8, 10
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    smooth = torch.stack([torch.ones(h, w), torch.cos(torch.pi * xs)], -1).reshape(1, h * w, 2)
+    smooth = smooth / smooth.norm(dim=1, keepdim=True)
+    g = ImageGraphs(smooth, torch.tensor([[0.0, 1.0]]), (h, w)).pooled(2)
+    assert g.shape == (4, 5) and g.evecs.shape == (1, 20, 2)
+    torch.testing.assert_close(g.evecs.norm(dim=1), torch.ones(1, 2), atol=0.02, rtol=0)
+    flipped = ImageGraphs(smooth * torch.tensor([1.0, -1.0]), g.evals, (h, w)).pooled(2)
+    torch.testing.assert_close(flipped.evecs, g.evecs * torch.tensor([1.0, -1.0]))
+    torch.manual_seed(0)
+    f = torch.randn(1, 20, 8)
+    layer = SpectralFilter(width=8, heads=2)
+    torch.testing.assert_close(layer(f, flipped), layer(f, g))

@@ -138,7 +138,7 @@ def test_layers_grown_on_a_shallower_model_start_where_it_left_off(tmp_path):
     f_t, f_s = torch.randn(1, 20, 64), torch.randn(1, 20, 64)
     evecs = torch.linalg.qr(torch.randn(20, 4))[0][None]
     g = ImageGraphs(evecs, torch.tensor([[0.0, 0.2, 0.5, 1.0]]), (4, 5))
-    out_t, out_s = deep.stack(f_t, f_s, PairGraphs(g, g))
+    out_t, out_s = deep.stack(f_t, f_s, PairGraphs(g, g), ((4, 5),) * 2)
     torch.testing.assert_close(out_t, deep.stack.norm(f_t))
     torch.testing.assert_close(out_s, deep.stack.norm(f_s))
     # a stack grown on a one-layer model keeps that layer and passes the next one through
