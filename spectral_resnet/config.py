@@ -371,7 +371,7 @@ class InferConfig:
     num_workers: int = 0  # batch mode: dataloader workers that read images and warm spectra
     strict: bool = False  # batch mode: exit 2 if any pair fails (default: only if all do)
     direction: str = "both"  # forward (paste sample onto target), reverse (the other way), both
-    # shipped weights by name (spectral_resnet.weights: default, linear, stem; a hand init given
+    # shipped weights by name (spectral_resnet.weights: default, stack, stem, linear; a hand init given
     # as model.attention.qk_init=... skips them); a train.py checkpoint path; or null: the
     # configured model as it is
     ckpt: str | None = "default"
@@ -437,7 +437,7 @@ class TrainConfig:
     optimized_metric: str = "val/pck@0.05"
     test: bool = True  # run the test split after fitting
     threads: int | None = None  # torch CPU threads per process; null: torch's default
-    # also save the best model (config + weights) here; a shipped name (default, stem): its file
+    # also save the best model (config + weights) here; a shipped name (default, stack): its file
     export: str | None = None
     output_dir: str = "${hydra:runtime.output_dir}"
 

@@ -32,7 +32,7 @@ def test_every_registered_file_has_its_hash_and_a_recipe_that_composes(name):
 
 
 def test_aliases_unknown_names_and_changed_bytes():
-    assert get_weights("default") is WEIGHTS["stem"] is WEIGHTS[ALIASES["default"]]
+    assert get_weights("default") is WEIGHTS["stack"] is WEIGHTS[ALIASES["default"]]
     assert get_weights("pretrained") is WEIGHTS["linear"]
     assert checkpoint_path("some/file.pt") == Path("some/file.pt")
     with pytest.raises(WeightsError, match=r"no shipped weights called 'nope'; choose from"):
