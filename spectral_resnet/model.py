@@ -8,7 +8,6 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,9 +45,7 @@ class ShaderOutput:
 
     image: Tensor  # (B, 3, H, W) in [0, 1]
     blocks: list[BlockOutput] = field(default_factory=list)  # one record per block
-    # seconds: spectra (solved beside the views and the tokens, so the parts may sum past
-    # total), blocks, total, rest (the wall time not spent in blocks or waiting for spectra)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: spectra, blocks, ...
     residuals: dict[str, float] = field(default_factory=dict)  # worst ||Lv - lambda v||
     views: list[tuple[float, float]] | None = None  # per pair, the sample's (angle, scale)
 
@@ -88,7 +85,6 @@ def index_to_xy(index: Tensor, width: int) -> Tensor:
     return torch.stack([index % width, index // width], -1).float()
 
 
-SOLVER = ThreadPoolExecutor(1, thread_name_prefix="spectra")  # pair_context's eigensolves
 VIEW_BATCH = 8  # most views encoded at once: 1.6x faster than one by one, and than 35 at once
 
 
@@ -258,13 +254,19 @@ class SpectralShader(nn.Module):
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
-        t_specs = s_specs = solving = None
+        t_specs = s_specs = None
         if ops or self.reads_spectra:  # a stem-only model trains without a single eigensolve
-            # solved on a worker thread while the view search and the stem run: a cold
-            # eigensolve is mostly serial work on one core, the convs take the other
-            solving = SOLVER.submit(self.pair_spectra, t_img, s_img)
-            if self.hand_features or self.config.attention.qk_init == "fmap":  # tokens read them
-                t_specs, s_specs = self.collect(solving, stats)
+            start = time.perf_counter()
+            t_specs = [self.spectrum(img) for img in t_img]
+            s_specs = [self.spectrum(img) for img in s_img]
+            stats["spectra"] = stats.get("spectra", 0.0) + time.perf_counter() - start
+            stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
+                s.seconds for s in t_specs + s_specs
+            )
+            stats["residuals"] = {
+                "target": worst_residual(t_specs),
+                "sample": worst_residual(s_specs),
+            }
         views = self.choose_views(t_img, s_img) if views is None else views
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
@@ -277,8 +279,6 @@ class SpectralShader(nn.Module):
             )
         else:
             f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
-        if solving is not None and t_specs is None:
-            t_specs, s_specs = self.collect(solving, stats)
         f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs, (t_img.shape[-2:], s_img.shape[-2:]))
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
@@ -301,25 +301,6 @@ class SpectralShader(nn.Module):
             target_allowed=target_mask,
             sample_allowed=sample_mask,
         )
-
-    def pair_spectra(self, t_img: Tensor, s_img: Tensor) -> tuple[list, list, float]:
-        """The spectra of a batch of pairs at the working resolution, and the seconds taken."""
-        start = time.perf_counter()
-        t_specs, s_specs = [self.spectrum(i) for i in t_img], [self.spectrum(i) for i in s_img]
-        return t_specs, s_specs, time.perf_counter() - start
-
-    @staticmethod
-    def collect(solving: Future, stats: dict) -> tuple[list[Spectrum], list[Spectrum]]:
-        """The worker's spectra (waiting for them), their timings and residuals into stats."""
-        start = time.perf_counter()
-        t_specs, s_specs, seconds = solving.result()
-        stats["waited"] = stats.get("waited", 0.0) + time.perf_counter() - start
-        stats["spectra"] = stats.get("spectra", 0.0) + seconds
-        stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
-            s.seconds for s in t_specs + s_specs
-        )
-        stats["residuals"] = {"target": worst_residual(t_specs), "sample": worst_residual(s_specs)}
-        return t_specs, s_specs
 
     def refine(
         self,
@@ -510,9 +491,7 @@ class SpectralShader(nn.Module):
         h = h.to(device)
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
-        timings.update(
-            blocks=block_time, total=total, rest=total - stats.get("waited", 0.0) - block_time
-        )
+        timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)
         return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"], stats["views"])
 
     @torch.no_grad()

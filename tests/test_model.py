@@ -189,39 +189,3 @@ def test_image_memo_finds_each_image_once_and_misses_after_a_change():
     assert again is not first and torch.equal(again, ink_mask(image[None]))
     memo.ink(torch.zeros(1, 3, 4, 4), "auto"), memo.ink(torch.ones(1, 3, 4, 4), "auto")
     assert len(memo.entries) == 2  # bounded
-
-
-def test_the_pair_s_spectra_are_solved_beside_the_stem(monkeypatch):
-    """The working-size eigensolves run on the 'spectra' worker while the main thread runs
-    the stem (and solves the view search's 64 px copies), and reach the context and the
-    timings; an error there reaches the caller."""
-    import threading
-
-    tone, toof = diagram((96, 96), seed=1), curves((96, 96), seed=3)
-
-    cfg = config("c", 6, qk_init="learned", kernel="softmax", features=["stem"])
-    shader = SpectralShader(replace(cfg, stack=StackConfig(layers="s", width=16))).eval()
-    threads, spectrum, maps = [], shader.spectrum, shader.stem.maps
-    monkeypatch.setattr(
-        shader,
-        "spectrum",
-        lambda i: threads.append((threading.current_thread().name, i.shape[-1])) or spectrum(i),
-    )
-    stem_threads = []
-    monkeypatch.setattr(
-        shader.stem,
-        "maps",
-        lambda i: stem_threads.append(threading.current_thread().name) or maps(i),
-    )
-    out = run(shader, tone[None], toof[None])
-    assert {name[:7] for name, width in threads if width == 96} == {"spectra"}
-    assert {name for name, width in threads if width == 64} == {"MainThread"}
-    assert stem_threads and all(name == "MainThread" for name in stem_threads)
-    assert out.timings["spectra"] > 0 and out.residuals["target"] is not None
-
-    def broken(image):
-        raise RuntimeError("eigensolver failed")
-
-    monkeypatch.setattr(shader, "spectrum", broken)
-    with pytest.raises(RuntimeError, match="eigensolver failed"):
-        run(shader, tone[None], toof[None])

@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -200,19 +199,12 @@ class SpectrumCache:
         # kept up to date by its own writes, so a write does not list the whole directory;
         # a recount (and eviction) happens when the count would pass the limit
         self.counted: dict[Path, int] = {}
-        # the shader solves a pair's spectra on a worker thread while its main thread reads
-        # the view search's: one lock keeps the LRU and the byte counts whole
-        self.lock = threading.Lock()
 
     @property
     def path(self) -> Path:
         return self.directory if self.directory is not None else default_cache_dir() / "spectra"
 
     def get(self, key: str) -> Spectrum | None:
-        with self.lock:
-            return self._get(key)
-
-    def _get(self, key: str) -> Spectrum | None:
         if key in self.memory:
             self.memory.move_to_end(key)
             return self.memory[key]
@@ -222,10 +214,9 @@ class SpectrumCache:
         return spectrum
 
     def put(self, key: str, spectrum: Spectrum, disk: bool = True) -> None:
-        with self.lock:
-            self._remember(key, spectrum)
-            if disk:
-                self._save(key, spectrum)
+        self._remember(key, spectrum)
+        if disk:
+            self._save(key, spectrum)
 
     def _remember(self, key: str, spectrum: Spectrum) -> None:
         self.memory[key] = spectrum
