@@ -66,9 +66,9 @@ def test_max_filter_equals_max_pooling():
     from spectral_resnet.segments import max_filter
 
     g = torch.Generator().manual_seed(0)
-    for shape in [(1, 7, 9), (2, 1, 1), (1, 3, 30), (1, 40, 2)]:
-        x = torch.rand(*shape, generator=g)
-        for r in (1, 2, 3):
+    for shape in [(1, 7, 9), (2, 1, 1), (1, 3, 30), (1, 40, 2), (2, 64, 50)]:
+        x = torch.rand(*shape, generator=g, dtype=torch.float64)
+        for r in (1, 2, 3, 5, 8, 20, 45):  # spans of every length, and windows past the image
             assert torch.equal(max_filter(x, r), F.max_pool2d(x[:, None], 2 * r + 1, 1, r)[:, 0])
 
 
