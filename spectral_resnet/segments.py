@@ -307,30 +307,21 @@ def footprint_overlap(occupied: Tensor, footprint: Tensor) -> Tensor:
 
 def max_filter(values: Tensor, radius: int) -> Tensor:
     """Max over the (2 radius + 1)^2 window around each pixel of (..., H, W) values, the
-    window cut at the border (exactly a -inf-padded max pool), rows then columns, each by
-    doubling spans: O(log radius) elementwise passes (seeds' suppression at radius 20 took 80
-    shifted passes; max_pool2d took 0.9 s on a 12 Mpx photo where shifted passes took 0.2 s)."""
+    window cut at the border (exactly a -inf-padded max pool): shifted maxima, rows then
+    columns, 4 radius elementwise passes (0.2 s on a 12 Mpx photo where max_pool2d took 0.9 s)."""
     out = values
     for dim in (-2, -1):
-        out = _window_max(out, radius, dim)
+        src, out = out, out.clone()
+        n = src.shape[dim]
+        for shift in range(1, radius + 1):
+            if shift >= n:
+                break
+            ahead, behind = src.narrow(dim, shift, n - shift), src.narrow(dim, 0, n - shift)
+            out.narrow(dim, 0, n - shift).copy_(torch.maximum(out.narrow(dim, 0, n - shift), ahead))
+            out.narrow(dim, shift, n - shift).copy_(
+                torch.maximum(out.narrow(dim, shift, n - shift), behind)
+            )
     return out
-
-
-def _window_max(x: Tensor, radius: int, dim: int) -> Tensor:
-    """Max of float values over [i - radius, i + radius] along `dim`, the window cut at the
-    ends: the maxima of spans doubled up to the largest power of two within the window,
-    then two overlapping spans cover it."""
-    n, length = x.shape[dim], 2 * radius + 1
-    if radius < 1 or n < 2:
-        return x
-    spans = F.pad(x.movedim(dim, -1), (radius, radius), value=-torch.inf)  # span 1 at each place
-    span = 1
-    while 2 * span <= length:
-        spans = torch.maximum(spans[..., :-span], spans[..., span:])  # spans twice as long
-        span *= 2
-    return torch.maximum(spans[..., :n], spans[..., length - span : length - span + n]).movedim(
-        -1, dim
-    )
 
 
 def select_seeds(activation: Tensor, count: int, radius: int, threshold: float = 0.0) -> Tensor:
@@ -340,7 +331,7 @@ def select_seeds(activation: Tensor, count: int, radius: int, threshold: float =
     b, h, w = activation.shape
     # make every value distinct (float64, a tie-break that favours the first pixel in
     # row-major order), so a plateau yields one seed; then a pixel is a peak when it equals
-    # the max of its (2r+1)^2 window (`max_filter`, separable: O(log r) passes)
+    # the max of its (2r+1)^2 window (`max_filter`, separable: O(r) a pixel)
     n = h * w
     ramp = 1e-9 * (1 - torch.arange(n, device=activation.device, dtype=torch.float64) / n)
     act = activation.double() + ramp.view(1, h, w)
