@@ -231,6 +231,10 @@ class SegmentPaste(nn.Module):
                 distance = ((ys - seeds[i, j, 0]) ** 2 + (xs - seeds[i, j, 1]) ** 2).sqrt()
                 near = distance <= self.paste.reach * side  # (Hc, Wc)
                 outcome[i, j] = no_room
+                if not near.any():  # a reach shorter than half a cell
+                    continue
+                # the overlap is scored only in the box around the reachable cells
+                window = tuple(slice(int(at.min()), int(at.max()) + 1) for at in near.nonzero().T)
                 sizes = parts(cut, split, i, j, self.scales(), self.floor_scales())
                 for part, cuts, factors in sizes:  # the shape, then parts (or smaller sizes)
                     centroid = src[i, j] if cuts == 0 else part.centroid
@@ -251,7 +255,8 @@ class SegmentPaste(nn.Module):
                             scale=factor,
                         )  # (1, 1, n, n) the paste, its centroid on the middle cell's centre
                         core = F.max_pool2d((shape > 0.25).double(), step, step)[0, 0]
-                        cost = segments.footprint_overlap(occupied, core)  # (Hc, Wc)
+                        cost = torch.full_like(occupied, torch.inf)  # (Hc, Wc), near only
+                        cost[window] = segments.footprint_overlap(occupied, core, *window)
                         fits = (cost <= 0.02 * float(core.sum())) & near
                         if not fits.any():
                             continue

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from scipy import fft, ndimage
 from torch import Tensor
 
 STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
@@ -287,22 +287,33 @@ def rigid_warp(
     return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-def footprint_overlap(occupied: Tensor, footprint: Tensor) -> Tensor:
-    """Sum of `occupied` (H, W) under `footprint` (2R+1, 2R+1) centred on every pixel: (H, W).
+def footprint_overlap(
+    occupied: Tensor, footprint: Tensor, rows: slice | None = None, cols: slice | None = None
+) -> Tensor:
+    """Sum of `occupied` (H, W) under `footprint` (2R+1, 2R+1) centred on every pixel of the
+    window rows x cols (default: the whole map): (h, w), the window's size.
 
     A cross-correlation by FFT (float64, so large weights stay exact), with everything
     outside the frame counting as occupied (weight 1), so a paste that would be cropped
-    scores like one on ink.
+    scores like one on ink. Only the window and the footprint's reach around it are
+    transformed, at sizes the FFT factors well (a paste searches a disc near its seed);
+    whole-number maps give whole-number sums, rounded so that no size's rounding moves one.
     """
     r = footprint.shape[-1] // 2
     h, w = occupied.shape
+    rows, cols = rows or slice(0, h), cols or slice(0, w)
     canvas = F.pad(occupied.double(), (r, r, r, r), value=1.0)  # (H + 2R, W + 2R)
+    canvas = canvas[rows.start : rows.stop + 2 * r, cols.start : cols.stop + 2 * r]
     kernel = footprint.double().flip(-2, -1)
-    size = (h + 4 * r, w + 4 * r)  # linear, not circular, correlation
+    out_h, out_w = rows.stop - rows.start, cols.stop - cols.start
+    # linear, not circular, correlation: at least (h + 4R) a side
+    size = (fft.next_fast_len(out_h + 4 * r), fft.next_fast_len(out_w + 4 * r, real=True))
     full = torch.fft.irfft2(
         torch.fft.rfft2(canvas, s=size) * torch.fft.rfft2(kernel, s=size), s=size
     )
-    return full[2 * r : 2 * r + h, 2 * r : 2 * r + w]
+    sums = full[2 * r : 2 * r + out_h, 2 * r : 2 * r + out_w]
+    whole = bool((occupied == occupied.round()).all() and (footprint == footprint.round()).all())
+    return sums.round() if whole else sums
 
 
 def max_filter(values: Tensor, radius: int) -> Tensor:

@@ -109,8 +109,10 @@ class SpectralFilter(nn.Module):
 
 def positive_features(x: Tensor) -> Tensor:
     """elu + 1: the positive feature map that makes linear attention an average (the head's
-    linear kernel uses it too)."""
-    return F.elu(x) + 1
+    linear kernel uses it too). Written as exp(min(x, 0)) + max(x, 0), the same function and
+    gradient: torch's CPU elu takes several times as long."""
+    linear = F.relu(x)
+    return (x - linear).exp() + linear
 
 
 class LinearCrossAttention(nn.Module):

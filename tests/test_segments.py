@@ -15,6 +15,7 @@ from spectral_resnet.segments import (
     component_scores,
     components,
     flood_fill,
+    footprint_overlap,
     mask_centroid,
     mask_orientation,
     nearest_index,
@@ -113,6 +114,34 @@ def test_warp_translates_centroid_to_destination():
         m, torch.tensor([[10.0, 12.0]]), torch.tensor([[25.0, 30.0]]), torch.zeros(1), (40, 50)
     )
     assert torch.allclose(mask_centroid(out[:, 0])[0], torch.tensor([25.0, 30.0]), atol=0.1)
+
+
+def dense_overlap(occupied: torch.Tensor, footprint: torch.Tensor) -> torch.Tensor:
+    """The sum under the footprint at every pixel, off-frame counting 1, by loops."""
+    r = footprint.shape[-1] // 2
+    padded = torch.nn.functional.pad(occupied, (r, r, r, r), value=1.0)
+    h, w = occupied.shape
+    rows = [
+        [float((padded[y : y + 2 * r + 1, x : x + 2 * r + 1] * footprint).sum()) for x in range(w)]
+        for y in range(h)
+    ]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("r", [0, 2, 7])
+def test_footprint_overlap_is_the_sum_under_the_footprint_off_frame_counting_as_ink(r):
+    gen = torch.Generator().manual_seed(r)
+    occupied = (torch.rand(13, 17, generator=gen) < 0.3).double() * 1000  # big weights: exact
+    footprint = (torch.rand(2 * r + 1, 2 * r + 1, generator=gen) < 0.5).double()
+    dense = dense_overlap(occupied, footprint)
+    window = (slice(3, 9), slice(0, 5))
+    assert torch.equal(footprint_overlap(occupied, footprint), dense)  # whole numbers: exact
+    assert torch.equal(footprint_overlap(occupied, footprint, *window), dense[window])
+    fractions = occupied / 7000 + 0.1  # not whole numbers: as the FFT gives them, unrounded
+    torch.testing.assert_close(
+        footprint_overlap(fractions, footprint, *window),
+        dense_overlap(fractions, footprint)[window],
+    )
 
 
 def test_seeds_respect_the_suppression_radius():

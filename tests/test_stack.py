@@ -15,6 +15,7 @@ from spectral_resnet.stack import (
     SpectralLayer,
     Stack,
     grid_encoding,
+    positive_features,
 )
 
 
@@ -85,6 +86,17 @@ def test_linear_cross_attention_matches_the_dense_average():
         a = q[0, :, h] @ k[0, :, h].T  # (n, m) positive scores
         heads.append((a / a.sum(1, keepdim=True)) @ v[0, :, h])  # rows sum to 1
     torch.testing.assert_close(got, attn.out(torch.cat(heads, -1))[None])
+
+
+def test_positive_features_are_elu_plus_one_with_its_gradient():
+    x = torch.cat([torch.linspace(-30, 30, 601), torch.tensor([0.0, -1e-8, 1e-8])]).double()
+    x.requires_grad_(True)
+    got, want = positive_features(x), F.elu(x) + 1
+    torch.testing.assert_close(got, want)
+    assert (got > 0).all()
+    (g_got,) = torch.autograd.grad(got.sum(), x)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g_got, g_want)
 
 
 def test_cross_layer_ignores_the_order_of_the_other_images_tokens():
