@@ -3,12 +3,14 @@ astronaut and coffee), both directions, default options, 2 threads.
 
     python benchmarks/bench_infer.py                   # (a) and (b)
     python benchmarks/bench_infer.py --baseline linear # + the default weights against others
+    python benchmarks/bench_infer.py --only b          # (b) alone, about a minute
 
 (a) the whole `python infer.py` process, cold spectrum cache, over its floor: a process
     beside it that imports the package and solves the pair's two working-size spectra cold
     (runs paired A B A B; medians).
 (b) warm, in one process, per direction: everything after the spectra (tokens, views, the
-    stack, evidence, the pastes and the pictures) over the cold solve of its two spectra.
+    stack, evidence, the pastes and the pictures) over the cold solve of its two spectra,
+    solved beside each run (medians of at least 3 runs).
 --baseline NAME: the default weights' whole warm process against NAME's (paired runs).
 """
 
@@ -72,9 +74,10 @@ def paired(a: list[str], b: list[str], repeats: int, folder: Path) -> tuple[floa
     return statistics.median(times["a"]), statistics.median(times["b"])
 
 
-def warm_directions(paths: list[Path], threads: int, weights: str) -> list[dict]:
-    """(b): per direction, after one warm-up run, the run after the spectra over the cold
-    solve of its two spectra (solved here without the cache)."""
+def warm_directions(paths: list[Path], threads: int, weights: str, repeats: int) -> list[dict]:
+    """(b): per direction, after one warm-up run, the median over `repeats` runs of the run
+    after the spectra, over the median cold solve of its two spectra (solved here without
+    the cache, as often)."""
     import torch
 
     from spectral_resnet import runs
@@ -90,18 +93,27 @@ def warm_directions(paths: list[Path], threads: int, weights: str) -> list[dict]
     rows = []
     for t_path, s_path in (paths, paths[::-1]):
         target, sample = images[t_path], images[s_path]
-        solve = 0.0
-        for img in (target, sample):
-            start = time.perf_counter()
-            working_spectrum(uncached, img[0])
-            solve += time.perf_counter() - start
         name = f"{t_path.stem}_{s_path.stem}"
         runs.shade(shader, target, sample, name, t_path, s_path, "cpu")  # fills the cache
-        start = time.perf_counter()
-        _, entry = runs.shade(shader, target, sample, name, t_path, s_path, "cpu")
-        wall = time.perf_counter() - start
-        after = wall - entry["timings_s"]["spectra"]
-        rows.append({"direction": name, "solve": solve, "after": after, **entry["timings_s"]})
+        solves, afters, entries = [], [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for img in (target, sample):
+                working_spectrum(uncached, img[0])
+            solves.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            _, entry = runs.shade(shader, target, sample, name, t_path, s_path, "cpu")
+            afters.append(time.perf_counter() - start - entry["timings_s"]["spectra"])
+            entries.append(entry["timings_s"])
+        middle = afters.index(statistics.median_low(afters))  # the median run's own timings
+        rows.append(
+            {
+                "direction": name,
+                "solve": statistics.median(solves),
+                "after": afters[middle],
+                **entries[middle],
+            }
+        )
     return rows
 
 
@@ -111,6 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="paired runs per command")
     parser.add_argument("--baseline", help="shipped weights (or a file) to time beside the default")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--only", choices=("a", "b"), help="measure only (a) or only (b)")
     parser.add_argument("--floor", nargs=2, help=argparse.SUPPRESS)  # the yardstick process
     args = parser.parse_args()
     if args.floor:
@@ -122,28 +135,33 @@ def main() -> None:
         pair = [f"target={paths[0]}", f"sample={paths[1]}", f"threads={args.threads}"]
         infer = [sys.executable, str(ROOT / "infer.py"), *pair, "progress=false"]
         yardstick = [sys.executable, __file__, "--threads", str(args.threads), "--floor"]
-        whole, least = paired(
-            [*infer, f"output_dir={tmp / 'out'}"], [*yardstick, *map(str, paths)], args.repeats, tmp
-        )
-        figures["a"] = {"whole_s": whole, "floor_s": least, "ratio": whole / least}
-        print("(a) 512² photo pair, both directions, cold spectrum cache, whole process")
-        print("| process | wall s (median) |\n|---|---|")
-        print(f"| python infer.py | {whole:.2f} |")
-        print(f"| floor: import + two cold working-size spectra | {least:.2f} |")
-        print(f"| ratio (goal <= 1.5) | **{whole / least:.2f}** |\n")
-
-        rows = warm_directions(paths, args.threads, "default")
-        figures["b"] = rows
-        print("(b) warm, one process, per direction")
-        print(
-            "| direction | after the spectra s | of it: ops | cold solve of its spectra s | ratio (goal <= 1.0) |"
-        )
-        print("|---|---|---|---|---|")
-        for r in rows:
-            print(
-                f"| {r['direction']} | {r['after']:.2f} | {r['blocks']:.2f} | {r['solve']:.2f} | "
-                f"**{r['after'] / r['solve']:.2f}** |"
+        if args.only != "b":
+            whole, least = paired(
+                [*infer, f"output_dir={tmp / 'out'}"],
+                [*yardstick, *map(str, paths)],
+                args.repeats,
+                tmp,
             )
+            figures["a"] = {"whole_s": whole, "floor_s": least, "ratio": whole / least}
+            print("(a) 512² photo pair, both directions, cold spectrum cache, whole process")
+            print("| process | wall s (median) |\n|---|---|")
+            print(f"| python infer.py | {whole:.2f} |")
+            print(f"| floor: import + two cold working-size spectra | {least:.2f} |")
+            print(f"| ratio (goal <= 1.5) | **{whole / least:.2f}** |\n")
+
+        if args.only != "a":
+            rows = warm_directions(paths, args.threads, "default", max(3, args.repeats))
+            figures["b"] = rows
+            print("(b) warm, one process, per direction")
+            print(
+                "| direction | after the spectra s | of it: ops | cold solve of its spectra s | ratio (goal <= 1.0) |"
+            )
+            print("|---|---|---|---|---|")
+            for r in rows:
+                print(
+                    f"| {r['direction']} | {r['after']:.2f} | {r['blocks']:.2f} | {r['solve']:.2f} | "
+                    f"**{r['after'] / r['solve']:.2f}** |"
+                )
         if args.baseline:
             base = [*infer, f"output_dir={tmp / 'base'}", f"ckpt={args.baseline}"]
             warmup = [*infer, f"output_dir={tmp / 'warm'}"]
