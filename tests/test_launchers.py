@@ -152,7 +152,8 @@ def test_a_plain_run_composes_its_config_once_and_runs_its_job_as_hydra_does(tmp
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc setting")
 def test_the_clis_reuse_freed_memory_without_page_faults():
-    """A 64 MB map freed and allocated again comes back without a page fault per 4 KiB."""
+    """Once the heap has grown to hold it, a 64 MB map freed and taken again comes back
+    without a page fault per 4 KiB (without the setting, every round faults 16384 times)."""
     import resource
 
     import torch
@@ -160,9 +161,9 @@ def test_the_clis_reuse_freed_memory_without_page_faults():
     from spectral_resnet.cli import hold_freed_memory
 
     hold_freed_memory()
-    torch.empty(2**24).fill_(1)  # 64 MB taken, touched and freed once
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
-        torch.empty(2**24).fill_(1)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    assert faults < 2000, f"{faults} page faults (16384 a time if the memory went back)"
+    faults = []
+    for _ in range(12):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(2**24).fill_(1)  # 64 MB taken, touched and freed
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert sum(faults[-4:]) < 2000, f"page faults per round: {faults}"
