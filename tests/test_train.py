@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from spectral_resnet import SpectralShader
-from spectral_resnet.data.pairs import PairDataModule, SyntheticPairs, split_files
+from spectral_resnet.data.pairs import PairDataModule, SizeBatches, SyntheticPairs, split_files
 from spectral_resnet.eval import colour_nn, evaluate, pair_metrics, synthetic_pairs
 from spectral_resnet.model import CheckpointError
 from spectral_resnet.stack import ImageGraphs, PairGraphs
@@ -278,6 +278,34 @@ def test_pairs_are_deterministic():
     c = SyntheticPairs(size=24, length=2, seed=1000)
     assert torch.equal(a[1]["target"], b[1]["target"])
     assert not torch.equal(a[1]["sample"], c[1]["sample"])
+
+
+def test_training_at_several_sizes_keeps_each_batch_at_one_size():
+    data = PairDataModule(sizes=[32, 48], size=40, train_pairs=30, batch_size=4, val_pairs=2)
+    loader = data.train_dataloader()
+    assert isinstance(loader.batch_sampler, SizeBatches)
+    sides = [batch["target"].shape[-1] for batch in loader]
+    assert set(sides) == {32, 48} and len(sides) == len(loader)
+    assert next(iter(data.val_dataloader()))["target"].shape[-1] == 40  # val stays at size
+    seen = [i for batch in SizeBatches(data.train_set, 4) for i in batch]
+    assert sorted(seen) == list(range(30))  # every pair once an epoch
+    sampler = SizeBatches(data.train_set, 4, seed=3)
+    first, second = list(sampler), list(sampler)
+    assert first != second and first == list(SizeBatches(data.train_set, 4, seed=3))
+    # no generator or photo (chosen by index modulo their count) keeps to one size
+    assert {data.train_set.size_of(i) for i in range(0, 30, 4)} == {32, 48}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(sizes=[64, 4]), "data.sizes"),
+        (dict(sizes=[64, 128], real_pairs="pairs"), "data.sizes and data.real_pairs"),
+    ],
+)
+def test_bad_training_sizes_are_refused_in_one_line(options, message):
+    with pytest.raises(ValueError, match=message):
+        PairDataModule(**options)
 
 
 @pytest.mark.parametrize("count", [3, 5, 8, 40])

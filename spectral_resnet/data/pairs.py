@@ -106,6 +106,7 @@ class SyntheticPairs(Dataset):
         self,
         *,
         size: int = 64,
+        sizes: tuple[int, ...] | None = None,
         length: int = 256,
         seed: int = 0,
         folder: str | None = None,
@@ -124,8 +125,10 @@ class SyntheticPairs(Dataset):
         spectrum: SpectrumConfig | None = None,
     ):
         """spectrum: the model's SpectrumConfig, so what the workers cache is what the model
-        looks up; None computes no spectra here."""
-        self.size, self.length, self.seed = size, length, seed
+        looks up; None computes no spectra here. sizes: pair i is drawn at
+        one of sizes, fixed by i (SizeBatches keeps a batch at one size); None: `size`."""
+        self.sizes = tuple(sizes) if sizes else (size,)
+        self.length, self.seed = length, seed
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not 0.0 <= procedural <= 1.0:
@@ -154,11 +157,17 @@ class SyntheticPairs(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def size_of(self, index: int) -> int:
+        """The side (px) pair `index` is drawn at: by a hash of the index, so no source or
+        generator (chosen by index modulo their count) keeps to one size."""
+        return self.sizes[zlib.crc32(f"{self.seed}:{index}".encode()) % len(self.sizes)]
+
     def source(self, index: int) -> Tensor:
         """The index-th source image; call under the item's seed (crops are random)."""
         draw = torch.rand(4) if self.files is not None else None
+        side = self.size_of(index)
         if draw is None or draw[0] < self.procedural:
-            seed, size = self.seed * 100_003 + index, (self.size, self.size)
+            seed, size = self.seed * 100_003 + index, (side, side)
             if self.drawings:
                 return random_drawing(seed, size).image
             return GENERATORS[index % len(GENERATORS)](size, seed=seed)
@@ -168,7 +177,7 @@ class SyntheticPairs(Dataset):
         lo, hi = self.crop
         crop = lo + (hi - lo) * float(draw[1])
         where = (float(draw[2]), float(draw[3])) if hi > lo or lo < 1 else (0.5, 0.5)
-        return fit(self._photos[path], self.size, crop, where)
+        return fit(self._photos[path], side, crop, where)
 
     def geometry(self) -> v2.Transform:
         """This item's warp (call under the item's seed)."""
@@ -236,6 +245,32 @@ class FolderPairs(Dataset):
         }
 
 
+class SizeBatches(torch.utils.data.Sampler):
+    """Shuffled training batches whose pairs share one size, so each stacks into one tensor:
+    each size's pairs shuffled and cut into batches, then the batches of every size
+    shuffled together, anew each epoch (seeded: the same order every run)."""
+
+    def __init__(self, dataset: SyntheticPairs, batch_size: int, seed: int = 0):
+        self.groups: dict[int, list[int]] = {}
+        for i in range(len(dataset)):
+            self.groups.setdefault(dataset.size_of(i), []).append(i)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_009 + self.epoch)
+        self.epoch += 1
+        batches = []
+        for pairs in self.groups.values():
+            order = [pairs[j] for j in torch.randperm(len(pairs), generator=gen).tolist()]
+            batches += [
+                order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)
+            ]
+        return iter([batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()])
+
+    def __len__(self) -> int:
+        return sum(-(-len(pairs) // self.batch_size) for pairs in self.groups.values())
+
+
 class PairDataModule(L.LightningDataModule):
     """Train / val / test pair datasets; val and test use seeds disjoint from train."""
 
@@ -243,6 +278,7 @@ class PairDataModule(L.LightningDataModule):
         self,
         *,
         size: int = 64,
+        sizes: list[int] | None = None,
         train_pairs: int = 256,
         val_pairs: int = 32,
         test_pairs: int = 64,
@@ -258,6 +294,8 @@ class PairDataModule(L.LightningDataModule):
     ):
         """real: the bundled photo corpus (spectral_resnet.data.real), split by source image;
         procedural: the share of training pairs drawn by the procedural generator instead.
+        sizes: the sides (px) training pairs are drawn at, a batch at a time, e.g. [64, 128]
+        (None: `size`); validation and test stay at `size`.
         spectrum: the model's SpectrumConfig (train.py passes it), so the spectra the
         workers cache are the ones the model looks up, by construction."""
         super().__init__()
@@ -276,10 +314,23 @@ class PairDataModule(L.LightningDataModule):
         ):
             check_range(name, value, low, high, integer=True)
         check_range("data.procedural", procedural, 0.0, 1.0)
+        sizes = list(sizes) if sizes else None
+        for side in sizes or []:
+            check_range("data.sizes", side, 8, 1024, integer=True)
+        if sizes and real_pairs:
+            raise ValueError(
+                "data.sizes and data.real_pairs do not combine (folder pairs have one size): "
+                "drop one of them"
+            )
         common = dict(size=size, folder=folder, spectrum=spectrum, **dict(warp or {}))
         files = {split: photo_files(split) if real else None for split in SPLITS}
         self.train_set: Dataset = SyntheticPairs(
-            length=train_pairs, seed=seed, files=files["train"], procedural=procedural, **common
+            length=train_pairs,
+            seed=seed,
+            files=files["train"],
+            procedural=procedural,
+            sizes=sizes,
+            **common,
         )
         if real_pairs:
             self.train_set = torch.utils.data.ConcatDataset(
@@ -302,7 +353,14 @@ class PairDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        if len(getattr(self.train_set, "sizes", ())) < 2:
+            return self._loader(self.train_set, shuffle=True)
+        return DataLoader(
+            self.train_set,
+            batch_sampler=SizeBatches(self.train_set, self.hparams.batch_size, self.hparams.seed),
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
