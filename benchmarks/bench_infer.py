@@ -115,7 +115,7 @@ def warm_directions(paths: list[Path], threads: int, weights: str, repeats: int)
         rows.append(
             {
                 "direction": name,
-                "solve": statistics.median(solves),
+                "solve": statistics.median_low(solves),
                 "after": afters[middle],
                 **entries[middle],
             }

@@ -187,13 +187,14 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> list[str]:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
-def hold_freed_memory() -> None:
+def hold_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse instead of handing it back at once: a
     run frees and allocates the same large maps again and again, and memory taken back from
-    the system costs a page fault every 4 KiB. A warm 512² `infer.py` run on two photos took
-    0.94x the wall time and half the system time, for 1.11x the peak memory (farm-bench
-    --vs, 6 pairs). Either setting alone is no gain: it switches off glibc's own adaptive
-    threshold. Nothing happens where the C library has no mallopt."""
+    the system costs a page fault every 4 KiB. Paired warm 512² `infer.py` runs took 0.94x
+    the wall time and half the system time (docs/benchmarks.md). The trim threshold is set
+    only where the mmap threshold was (older glibc caps it at 32 MiB): either alone switches
+    off glibc's adaptive threshold and is slower. Returns whether both are set; False where
+    the C library has no mallopt."""
     import ctypes
     import ctypes.util
 
@@ -202,9 +203,11 @@ def hold_freed_memory() -> None:
         libc = ctypes.CDLL(name) if name and sys.platform.startswith("linux") else None
     except OSError:
         libc = None
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)):
+        return False
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:

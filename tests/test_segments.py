@@ -134,9 +134,11 @@ def test_footprint_overlap_is_the_sum_under_the_footprint_off_frame_counting_as_
     occupied = (torch.rand(13, 17, generator=gen) < 0.3).double() * 1000  # big weights: exact
     footprint = (torch.rand(2 * r + 1, 2 * r + 1, generator=gen) < 0.5).double()
     dense = dense_overlap(occupied, footprint)
-    window = (slice(3, 9), slice(0, 5))
+    window = (slice(3, 9), slice(4, 17))  # to the far edge
     assert torch.equal(footprint_overlap(occupied, footprint), dense)  # whole numbers: exact
     assert torch.equal(footprint_overlap(occupied, footprint, *window), dense[window])
+    as_mask = footprint_overlap(occupied > 0, footprint > 0, slice(None, 4))  # bools, open slice
+    assert torch.equal(as_mask, dense_overlap((occupied > 0).double(), footprint)[:4])
     fractions = occupied / 7000 + 0.1  # not whole numbers: as the FFT gives them, unrounded
     torch.testing.assert_close(
         footprint_overlap(fractions, footprint, *window),

@@ -15,7 +15,9 @@ from spectral_resnet.stack import (
     SpectralLayer,
     Stack,
     grid_encoding,
+    pooled,
     positive_features,
+    upsampled,
 )
 
 
@@ -196,6 +198,19 @@ def test_a_coarse_stack_adds_its_cells_change_to_every_token():
     assert moved.shape == (1, n, 8) and moved.abs().amax(-1).min() > 1e-3  # every token
     cell = moved[0].unflatten(0, shape)[:2, :2].flatten(0, 1)  # one 2 x 2 cell's tokens
     assert (cell - cell[0]).abs().amax() > 1e-4  # bilinear: not one blocky copy
+
+
+@pytest.mark.parametrize("shape", [(8, 6), (7, 6), (5, 9)])
+def test_pooling_and_upsampling_the_tokens_match_the_grid_ops(shape):
+    """Cells of a grid whose sides the stride may not divide are adaptive pooling's (evenly
+    spread), and the way back is a bilinear resize, both on the (B, d, h, w) grid."""
+    f = torch.randn(2, shape[0] * shape[1], 5)
+    grid = f.transpose(1, 2).unflatten(-1, shape)  # (B, d, h, w)
+    coarse = (-(-shape[0] // 2), -(-shape[1] // 2))
+    want = F.adaptive_avg_pool2d(grid, coarse).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(pooled(f, shape, 2), want)
+    back = F.interpolate(want.transpose(1, 2).unflatten(-1, coarse), size=shape, mode="bilinear")
+    torch.testing.assert_close(upsampled(want, coarse, shape), back.flatten(2).transpose(1, 2))
 
 
 def test_pooled_modes_keep_their_norm_and_sign_symmetry():

@@ -296,6 +296,26 @@ def test_training_at_several_sizes_keeps_each_batch_at_one_size():
     assert {data.train_set.size_of(i) for i in range(0, 30, 4)} == {32, 48}
 
 
+def test_size_batches_follow_the_trainers_epoch_so_a_resumed_run_goes_on():
+    pairs = SyntheticPairs(sizes=(32, 48), length=20)
+    epoch = [0]
+    sampler = SizeBatches(pairs, 4, seed=1, epoch=lambda: epoch[0])
+    first = list(sampler)
+    epoch[0] = 3
+    resumed = list(SizeBatches(pairs, 4, seed=1, epoch=lambda: 3))
+    assert list(sampler) == resumed != first
+
+
+def test_several_sizes_refuse_several_processes_in_one_line(tmp_path, capsys):
+    from spectral_resnet.training import cli_main
+
+    cfg = train_config(tmp_path / "run", "trainer=ddp", "data.sizes=[32,48]")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "data.sizes" in err[0], err
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

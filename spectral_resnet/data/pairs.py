@@ -7,6 +7,7 @@
   (x, y) sample pixel it came from, plus a validity mask. Deterministic given a seed.
 - `FolderPairs`: `a/xxx.png` + `b/xxx.png` pairs without labels (stereo, video frames) for
   the self-supervised reconstruction loss.
+- `SizeBatches`: training batches at several sizes (`data.sizes`), each batch at one.
 - `PairDataModule`: train / val / test splits with a fixed held-out split.
 
 Spectra are computed in `__getitem__` (so in the dataloader workers) through the spectrum
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -125,8 +127,8 @@ class SyntheticPairs(Dataset):
         spectrum: SpectrumConfig | None = None,
     ):
         """spectrum: the model's SpectrumConfig, so what the workers cache is what the model
-        looks up; None computes no spectra here. sizes: pair i is drawn at
-        one of sizes, fixed by i (SizeBatches keeps a batch at one size); None: `size`."""
+        looks up; None computes no spectra here. sizes: each pair is drawn at one of these
+        sides, fixed by its index (SizeBatches keeps a batch at one size); None: `size`."""
         self.sizes = tuple(sizes) if sizes else (size,)
         self.length, self.seed = length, seed
         if split not in SPLITS:
@@ -248,17 +250,25 @@ class FolderPairs(Dataset):
 class SizeBatches(torch.utils.data.Sampler):
     """Shuffled training batches whose pairs share one size, so each stacks into one tensor:
     each size's pairs shuffled and cut into batches, then the batches of every size
-    shuffled together, anew each epoch (seeded: the same order every run)."""
+    shuffled together, in an order fixed by the seed and the epoch (`epoch()`: the
+    trainer's, so a resumed run goes on where it stopped; None: counted here)."""
 
-    def __init__(self, dataset: SyntheticPairs, batch_size: int, seed: int = 0):
+    def __init__(
+        self,
+        dataset: SyntheticPairs,
+        batch_size: int,
+        seed: int = 0,
+        epoch: Callable[[], int] | None = None,
+    ):
         self.groups: dict[int, list[int]] = {}
         for i in range(len(dataset)):
             self.groups.setdefault(dataset.size_of(i), []).append(i)
-        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.batch_size, self.seed, self.epoch, self.count = batch_size, seed, epoch, 0
 
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_009 + self.epoch)
-        self.epoch += 1
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch() if self.epoch is not None else self.count
+        self.count += 1
+        gen = torch.Generator().manual_seed(self.seed * 1_009 + epoch)
         batches = []
         for pairs in self.groups.values():
             order = [pairs[j] for j in torch.randperm(len(pairs), generator=gen).tolist()]
@@ -343,6 +353,11 @@ class PairDataModule(L.LightningDataModule):
             length=test_pairs, seed=seed + 2_000, split="test", files=files["test"], **common
         )
 
+    def epoch(self) -> int:
+        """The trainer's epoch (0 without a trainer): what orders SizeBatches."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
@@ -357,7 +372,9 @@ class PairDataModule(L.LightningDataModule):
             return self._loader(self.train_set, shuffle=True)
         return DataLoader(
             self.train_set,
-            batch_sampler=SizeBatches(self.train_set, self.hparams.batch_size, self.hparams.seed),
+            batch_sampler=SizeBatches(
+                self.train_set, self.hparams.batch_size, self.hparams.seed, self.epoch
+            ),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
