@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values()]
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
-    if len(getattr(datamodule.train_set, "sizes", ())) > 1 and trainer.world_size > 1:
+    if getattr(datamodule, "several_sizes", False) and trainer.world_size > 1:
         raise UsageError(
             "data.sizes batches the pairs by size in one process; with several processes "
             f"(trainer.devices={trainer.world_size}) train at one data.size"

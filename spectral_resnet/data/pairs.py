@@ -358,26 +358,29 @@ class PairDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.current_epoch if trainer is not None else 0
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    @property
+    def several_sizes(self) -> bool:
+        """Whether training pairs come at more than one size (data.sizes): batched by size."""
+        return len(getattr(self.train_set, "sizes", ())) > 1
+
+    def _loader(self, dataset: Dataset, shuffle: bool, by_size: bool = False) -> DataLoader:
+        """Batches of `batch_size`, shuffled or in order; by_size: each batch at one size."""
+        batching: dict = dict(batch_size=self.hparams.batch_size, shuffle=shuffle)
+        if by_size:
+            batching = dict(
+                batch_sampler=SizeBatches(
+                    dataset, self.hparams.batch_size, self.hparams.seed, self.epoch
+                )
+            )
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            **batching,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        if len(getattr(self.train_set, "sizes", ())) < 2:
-            return self._loader(self.train_set, shuffle=True)
-        return DataLoader(
-            self.train_set,
-            batch_sampler=SizeBatches(
-                self.train_set, self.hparams.batch_size, self.hparams.seed, self.epoch
-            ),
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        return self._loader(self.train_set, shuffle=True, by_size=self.several_sizes)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
