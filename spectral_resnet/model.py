@@ -323,8 +323,11 @@ class SpectralShader(nn.Module):
     def choose_views(self, target: Tensor, sample: Tensor) -> list[View] | None:
         """Per pair, the view of the sample (config.views) whose matches are most confident:
         the best mean, over a grid of target pixels, of each one's top score, compared at
-        views.size px and searched coarse to fine (ViewSearch). None (the sample as it is)
-        in training and for models without a stem."""
+        views.size px and searched coarse to fine (ViewSearch). The scores read the tokens
+        without the layers (`unmixed`): the stem is local, so a place the view's frame cuts
+        off only drops out of them, and the layers chose no better views on the held-out
+        sets at 3.6x the cost (docs/eval.md). None (the sample as it is) in training and for
+        models without a stem."""
         config = self.config.views
         search = ViewSearch.of(config.angles, config.scales)
         if self.stem is None or self.training or len(search) == 1:
@@ -332,12 +335,9 @@ class SpectralShader(nn.Module):
         t = resize(target, work_shape(target.shape[-2:], config.size))
         s = resize(sample, work_shape(sample.shape[-2:], config.size))
         t_specs = s_specs = None
-        if self.reads_spectra:
+        if self.hand_features:  # tokens that read the spectra
             t_specs, s_specs = [self.spectrum(i) for i in t], [self.spectrum(i) for i in s]
-        tokens_t = self.encode(t, t_specs)  # (B, n, d)
-        # a stem is local: a place the view's frame cuts off only drops out of the scores,
-        # so the search saves the second pass; layers would spread its blank to the rest
-        layered = self.stack is not None
+        tokens_t = self.unmixed(self.encode(t, t_specs))  # (B, n, d)
         n = tokens_t.shape[1]
         queries = torch.arange(0, n, max(1, n // 256), device=t.device)
 
@@ -347,13 +347,10 @@ class SpectralShader(nn.Module):
             step = math.ceil(len(views) / math.ceil(len(views) / VIEW_BATCH))  # 9: 5 + 4
             for j in range(0, len(views), step):
                 batch = views[j : j + step]
-                specs_t = None if t_specs is None else [t_specs[i]] * len(batch)
                 specs_s = None if s_specs is None else [s_specs[i]] * len(batch)
-                f_s = self.encode(
-                    s[i : i + 1].expand(len(batch), -1, -1, -1), specs_s, batch, layered
-                )
-                f_t = tokens_t[i : i + 1].expand(len(batch), -1, -1)
-                f_t, f_s = self.refine(f_t, f_s, specs_t, specs_s, (t.shape[-2:], s.shape[-2:]))
+                image = s[i : i + 1].expand(len(batch), -1, -1, -1)
+                f_s = self.unmixed(self.encode(image, specs_s, batch, whole=False))  # (V', n_s, d)
+                f_t = tokens_t[i : i + 1].expand(len(batch), -1, -1)  # (V', n, d)
                 cross = ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel)
                 index = queries.expand(len(batch), -1)
                 scores.append(cross.logits(index).amax(-1).mean(-1))  # (V',)
@@ -368,6 +365,10 @@ class SpectralShader(nn.Module):
                 tried, scores = tried + finer, torch.cat([scores, confidence(i, finer)])
             best.append(tried[int(scores.argmax())])  # the first (identity) wins ties
         return best
+
+    def unmixed(self, tokens: Tensor) -> Tensor:
+        """Tokens (B, n, d) as the matching head reads them without the stack's layers."""
+        return tokens if self.stack is None else self.stack.unmixed(tokens)
 
     @property
     def reads_spectra(self) -> bool:

@@ -311,6 +311,11 @@ class Stack(nn.Module):
                 last = [m for m in branch.modules() if isinstance(m, nn.Linear)][-1]
                 last.weight.zero_(), last.bias.zero_()
 
+    def unmixed(self, f: Tensor) -> Tensor:
+        """(B, n, dim) -> (B, n, width): the tokens as the stack would give them with no
+        layers, each image on its own; cheap enough to score many views of an image."""
+        return self.norm(self.embed(f))
+
     def forward(
         self,
         f_t: Tensor,

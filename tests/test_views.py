@@ -2,7 +2,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from spectral_resnet import AttentionConfig, ShaderConfig, SpectralShader, ViewConfig
+from spectral_resnet import (
+    AttentionConfig,
+    ShaderConfig,
+    SpectralShader,
+    StackConfig,
+    ViewConfig,
+)
 from spectral_resnet.views import View, ViewSearch, crops, fitted_view, pull_back, render, shown
 
 
@@ -109,6 +115,26 @@ def test_views_let_a_stem_match_a_turned_copy(angles, turn, ok):
     stats = {}
     shader.pair_context(target, sample, stats, ops=False)
     assert (stats["views"] == [(90.0, 1.0)]) == ok
+
+
+def test_the_view_search_reads_the_tokens_without_the_layers():
+    """A stack model scores its views on the embedded tokens alone: whatever its layers hold,
+    a turned copy is found under its turn, and the layers may be narrower than the stem."""
+    sample = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6), size=24, mode="bilinear")
+    target = torch.rot90(sample, 1, dims=(2, 3))
+    torch.manual_seed(0)
+    config = ShaderConfig(
+        pattern="c",
+        attention=AttentionConfig(qk_init="learned", kernel="softmax", features=["stem"]),
+        views=ViewConfig(angles=[0, 90, 180, 270], scales=[1.0], size=24),
+        stack=StackConfig(layers="sx", width=32),
+    )
+    shader = SpectralShader(config).eval()
+    assert shader.choose_views(target, sample) == [View(90.0, 1.0)]
+    with torch.no_grad():
+        for p in shader.stack.layers.parameters():
+            p.add_(torch.randn_like(p))
+    assert shader.choose_views(target, sample) == [View(90.0, 1.0)]
 
 
 def test_view_options_are_checked():
