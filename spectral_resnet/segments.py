@@ -107,13 +107,14 @@ def split_shape(
     _, vectors = eigsh(laplacian.tocsc(), k=2, sigma=-1e-3, which="LM", v0=start)
     fiedler = vectors[:, 1] / np.sqrt(degree)
     whole, scored = holes(on), []
-    for level in np.quantile(fiedler, np.linspace(0.1, 0.9, candidates)):
-        side = np.zeros(coarse.shape, bool)
-        side[coarse] = fiedler > level
-        cut = weights[side[coarse]][:, ~side[coarse]].sum()  # edges the cut crosses
-        volume = degree[side[coarse]].sum()
+    levels = np.quantile(fiedler, np.linspace(0.1, 0.9, candidates))
+    sides = fiedler > levels[:, None]  # (candidates, n): each cut's side of every cell
+    cuts = (sides[:, first] != sides[:, second]).sum(1)  # edges each cut crosses
+    for on_side, cut, volume in zip(sides, cuts, sides @ degree):
         if 0 < volume < degree.sum():
             cost = (cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n)
+            side = np.zeros(coarse.shape, bool)
+            side[coarse] = on_side
             scored.append((cost, float(cut) * step, side))  # the cut's length in px
     best = None
     for cost, width, side in sorted(scored, key=lambda c: c[0]):  # cheapest first, stably
@@ -273,14 +274,11 @@ def rigid_warp(
     """
     ht, wt = out_shape
     hs, ws = image.shape[-2:]
-    ys, xs = torch.meshgrid(
-        torch.arange(ht, dtype=image.dtype, device=image.device),
-        torch.arange(wt, dtype=image.dtype, device=image.device),
-        indexing="ij",
-    )
+    ys = torch.arange(ht, dtype=image.dtype, device=image.device).view(1, ht, 1)
+    xs = torch.arange(wt, dtype=image.dtype, device=image.device).view(1, 1, wt)
     scale = torch.as_tensor(scale, dtype=image.dtype, device=image.device).expand(len(angle))
-    px = (xs[None] - dst_center[:, 1, None, None]) / scale[:, None, None]  # (S, H_t, W_t)
-    py = (ys[None] - dst_center[:, 0, None, None]) / scale[:, None, None]
+    px = (xs - dst_center[:, 1, None, None]) / scale[:, None, None]  # (S, 1, W_t)
+    py = (ys - dst_center[:, 0, None, None]) / scale[:, None, None]  # (S, H_t, 1)
     cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     sx = cos * px + sin * py + src_center[:, 1, None, None]  # inverse rotation
     sy = -sin * px + cos * py + src_center[:, 0, None, None]
