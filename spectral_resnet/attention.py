@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -134,18 +135,25 @@ class SpectralAttention(nn.Module):
         ]
         return torch.cat(outs, dim=2)[:, 0, :, :d_v]
 
-    def scores(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
-        """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s)."""
+    def features(self, x: Tensor) -> Tensor:
+        """Rows (..., d) as the scores compare them: unit length (softmax), positive (the
+        positive linear kernel) or as they are."""
         if self.kernel == "softmax":
-            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        elif self.positive:
-            q, k = positive_features(q), positive_features(k)
-        return scale * (q @ k.transpose(1, 2))
+            return F.normalize(x, dim=-1)
+        return positive_features(x) if self.positive else x
 
-    def rows(self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor) -> Tensor:
+    def scores(self, q: Tensor, k: Tensor, scale: Tensor, keys: Tensor | None = None) -> Tensor:
+        """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s).
+        keys: `features(k)`, where the caller keeps them for many calls."""
+        keys = self.features(k) if keys is None else keys
+        return scale * (self.features(q) @ keys.transpose(1, 2))
+
+    def rows(
+        self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor, keys: Tensor | None = None
+    ) -> Tensor:
         """Lazy attention rows for target pixels `index` (B, m): (B, m, n_s), each summing to 1
-        (softmax) or the raw low-rank scores (linear)."""
-        logits = self.scores(gather_rows(q, index), k, scale)
+        (softmax) or the raw low-rank scores (linear); keys as in `scores`."""
+        logits = self.scores(gather_rows(q, index), k, scale, keys)
         return logits.softmax(-1) if self.kernel == "softmax" else logits
 
     def confidence(self, q: Tensor, k: Tensor, scale: Tensor, boundary: Tensor | None) -> Tensor:
@@ -156,18 +164,20 @@ class SpectralAttention(nn.Module):
         # blocks of about a million scores stay in cache through the passes over them: 1.5x
         # faster than 4096 rows against 1024 keys, and the same numbers
         rows = min(self.chunk, max(256, CONFIDENCE_SCORES // k.shape[1]))
-        out = []
+        keys, out = self.features(k), []
         for i in range(0, q.shape[1], rows):
-            s = self.scores(q[:, i : i + rows], k, scale)  # (B, m, n_s)
+            s = self.scores(q[:, i : i + rows], k, scale, keys)  # (B, m, n_s)
             s = s.sub_(s.detach().amax(-1, keepdim=True)).exp_()  # the max cancels: no gradient
             out.append(s.sum(-1).reciprocal())
         return torch.cat(out, dim=1)
 
-    def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
-        """Index of each query's best key, (B, n_t), chunked like the softmax kernel."""
+    def argmax(self, q: Tensor, k: Tensor, scale: Tensor, keys: Tensor | None = None) -> Tensor:
+        """Index of each query's best key, (B, n_t), chunked like the softmax kernel; keys
+        as in `scores`."""
+        keys = self.features(k) if keys is None else keys
         return torch.cat(
             [
-                self.scores(q[:, i : i + self.chunk], k, scale).argmax(-1)
+                self.scores(q[:, i : i + self.chunk], k, scale, keys).argmax(-1)
                 for i in range(0, q.shape[1], self.chunk)
             ],
             dim=1,
@@ -188,14 +198,20 @@ class ProjectedAttention:
         """Attention output for every query: v (B, n_s, d_v) -> (B, n_t, d_v)."""
         return self.kernel(self.q, self.k, v, self.scale, boundary)
 
+    @cached_property
+    def keys(self) -> Tensor:
+        """The keys as the kernel compares them (B, n_s, d): mapped once for the pair's many
+        lazy rows, not once a row."""
+        return self.kernel.features(self.k)
+
     def logits(self, index: Tensor) -> Tensor:
         """Logits of target pixels `index` (B, m) against every key: (B, m, n_s)."""
-        return self.kernel.scores(gather_rows(self.q, index), self.k, self.scale)
+        return self.kernel.scores(gather_rows(self.q, index), self.k, self.scale, self.keys)
 
     def rows(self, index: Tensor) -> Tensor:
         """Lazy attention rows of target pixels `index` (B, m): (B, m, n_s)."""
-        return self.kernel.rows(self.q, self.k, self.scale, index)
+        return self.kernel.rows(self.q, self.k, self.scale, index, self.keys)
 
     def argmax(self) -> Tensor:
         """Each query's best key, (B, n_t)."""
-        return self.kernel.argmax(self.q, self.k, self.scale)
+        return self.kernel.argmax(self.q, self.k, self.scale, self.keys)
