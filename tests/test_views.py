@@ -137,6 +137,17 @@ def test_the_view_search_reads_the_tokens_without_the_layers():
     assert shader.choose_views(target, sample) == [View(90.0, 1.0)]
 
 
+def test_a_view_scores_the_same_whatever_shares_its_batch():
+    """The search renders each view in the image's own frame, never on a canvas sized for
+    its batch, so its tokens, and with them its score, do not depend on its companions."""
+    shader = stem_model([0.0])
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 7), size=(20, 28), mode="bilinear")
+    views = [View(30.0, 1.33), View(-45.0, 0.75), View(15.0, 1.0)]
+    together = shader.encode(image.expand(3, -1, -1, -1), None, views, whole=False)
+    alone = torch.cat([shader.encode(image, None, [v], whole=False) for v in views])
+    torch.testing.assert_close(together, alone)
+
+
 def test_view_options_are_checked():
     with pytest.raises(ValueError, match="views.scales must be a number in"):
         ViewConfig(scales=[0.0])
