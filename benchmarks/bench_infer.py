@@ -53,12 +53,12 @@ def timed(command: list[str], cache: Path) -> float:
 
 def floor(paths: list[str], threads: int) -> None:
     """The yardstick process: import the package, solve both working-size spectra cold (with
-    the memory setting `infer.py` makes)."""
+    the process settings `infer.py` makes)."""
     import torch
 
-    from spectral_resnet.cli import hold_freed_memory
+    from spectral_resnet.cli import tune_process
 
-    hold_freed_memory()
+    tune_process()
     from spectral_resnet.config import ShaderConfig
     from spectral_resnet.io import load_image
     from spectral_resnet.model import working_spectrum
@@ -85,13 +85,13 @@ def warm_directions(paths: list[Path], threads: int, weights: str, repeats: int)
     import torch
 
     from spectral_resnet import runs
-    from spectral_resnet.cli import hold_freed_memory
+    from spectral_resnet.cli import tune_process
     from spectral_resnet.config import ShaderConfig
     from spectral_resnet.io import load_image
     from spectral_resnet.model import SpectralShader, working_spectrum
 
     torch.set_num_threads(threads)
-    hold_freed_memory()  # as infer.py does
+    tune_process()  # as infer.py does
     config = ShaderConfig()
     shader = SpectralShader.from_pretrained(weights, config).eval()
     images = {p: load_image(p)[None] for p in paths}

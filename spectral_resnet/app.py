@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from spectral_resnet.cli import hold_freed_memory, write_json
+from spectral_resnet.cli import tune_process, write_json
 from spectral_resnet.config import INKS, ShaderConfig
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=None, help="default: GRADIO_SERVER_PORT or 7860"
     )
     args = parser.parse_args(argv)
-    hold_freed_memory()  # as the other CLIs: every click frees and takes back large maps
+    tune_process()  # as the other CLIs: every click frees and takes back large maps
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", 7860))
     app = build_app().queue()

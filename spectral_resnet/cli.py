@@ -211,6 +211,26 @@ def hold_freed_memory() -> bool:
     return bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
+def one_blas_thread() -> None:
+    """numpy's and scipy's BLAS (OpenBLAS) on one thread, torch keeping its own: the
+    scipy steps (the eigensolver, cutting a shape) make small BLAS calls, after which
+    OpenBLAS's idle threads spin on the cores torch's next ops need. The pastes of a 512²
+    photo pair took twice as long beside them; the eigensolve is no slower on one thread
+    (docs/benchmarks.md)."""
+    # scipy's BLAS loaded first: a pool loaded after the limit would keep its threads
+    import scipy.sparse.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def tune_process() -> None:
+    """What infer.py, train.py, the eval and the app set for their process, and a script of
+    one's own can call once at its start: freed memory kept for reuse, one BLAS thread."""
+    hold_freed_memory()
+    one_blas_thread()
+
+
 def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:
     """A program's entry point. A plain run (no flags) composes its config once, checks it
     and runs its job here as Hydra's own run does: the same run dir, logging and callbacks
@@ -222,7 +242,7 @@ def launch(config_name: str, main: Callable[[], Any], prog: str) -> None:
     from hydra.core.utils import configure_log, run_job
     from hydra.types import HydraContext, RunMode
 
-    hold_freed_memory()
+    tune_process()
     if any(a.startswith("-") for a in sys.argv[1:]):
         sys.argv[1:] = check_overrides(config_name, sys.argv[1:], prog)
         main()

@@ -163,6 +163,27 @@ print(held, sum(faults[-4:]))
 """
 
 
+BLAS_THREADS = """
+import json, torch
+from threadpoolctl import threadpool_info
+from spectral_resnet.cli import tune_process
+torch.set_num_threads(2)
+tune_process()
+blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+print(json.dumps([blas, torch.get_num_threads()]))
+"""
+
+
+def test_the_clis_leave_the_cores_to_torch():
+    """numpy's and scipy's BLAS pools run one thread each; torch keeps the threads it has."""
+    out = subprocess.run(
+        [sys.executable, "-c", BLAS_THREADS], capture_output=True, text=True, check=True
+    )
+    blas, torch_threads = json.loads(out.stdout)
+    assert blas and set(blas) == {1}, blas  # here scipy's and numpy's OpenBLAS
+    assert torch_threads == 2
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc setting")
 def test_the_clis_reuse_freed_memory_without_page_faults():
     """Once the heap has grown to hold it, a 64 MB map freed and taken again comes back
