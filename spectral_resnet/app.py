@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=None, help="default: GRADIO_SERVER_PORT or 7860"
     )
     args = parser.parse_args(argv)
-    tune_process()  # as the other CLIs: every click frees and takes back large maps
+    tune_process()  # as the other CLIs
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", 7860))
     app = build_app().queue()

@@ -190,8 +190,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 def hold_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse instead of handing it back at once: a
     run frees and allocates the same large maps again and again, and memory taken back from
-    the system costs a page fault every 4 KiB (infer.py, train.py and the app set it; the
-    library alone leaves malloc as it is). Paired warm 512² `infer.py` runs took 0.94x
+    the system costs a page fault every 4 KiB (`tune_process` sets it for the CLIs and the
+    app; the library alone leaves malloc as it is). Paired warm 512² `infer.py` runs took 0.94x
     the wall time and half the system time (docs/benchmarks.md). The trim threshold is set
     only where the mmap threshold was (older glibc caps it at 32 MiB): either alone switches
     off glibc's adaptive threshold and is slower. Returns whether both are set; False where
@@ -221,7 +221,9 @@ def one_blas_thread() -> None:
     import scipy.sparse.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
+    threads = torch.get_num_threads()  # an OpenMP-built OpenBLAS would set OpenMP's too
     threadpool_limits(limits=1, user_api="blas")
+    torch.set_num_threads(threads)
 
 
 def tune_process() -> None:

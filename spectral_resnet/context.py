@@ -76,10 +76,10 @@ class PairContext:
             evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
             for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
                 if on.any():
-                    keys, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
-                    evidence[i, on] = c.kernel.confidence(
-                        c.q[i : i + 1, on], keys, c.scale, boundary
-                    )[0]
+                    k, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
+                    evidence[i, on] = c.kernel.confidence(c.q[i : i + 1, on], k, c.scale, boundary)[
+                        0
+                    ]
         else:
             evidence = self.retrieved[..., 3].clamp_min(0)
         act = evidence * self.target_boundary

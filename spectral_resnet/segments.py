@@ -110,9 +110,10 @@ def split_shape(
     levels = np.quantile(fiedler, np.linspace(0.1, 0.9, candidates))
     sides = fiedler > levels[:, None]  # (candidates, n): each cut's side of every cell
     cuts = (sides[:, first] != sides[:, second]).sum(1)  # edges each cut crosses
+    total = degree.sum()
     for on_side, cut, volume in zip(sides, cuts, sides @ degree):
-        if 0 < volume < degree.sum():
-            cost = (cut / volume + cut / (degree.sum() - volume)) * math.sqrt(n)
+        if 0 < volume < total:
+            cost = (cut / volume + cut / (total - volume)) * math.sqrt(n)
             side = np.zeros(coarse.shape, bool)
             side[coarse] = on_side
             scored.append((cost, float(cut) * step, side))  # the cut's length in px

@@ -169,18 +169,21 @@ from threadpoolctl import threadpool_info
 from spectral_resnet.cli import tune_process
 torch.set_num_threads(2)
 tune_process()
+import scipy.linalg  # noqa: E402  a pool the process already holds: loaded before the limit
 blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 print(json.dumps([blas, torch.get_num_threads()]))
 """
 
 
-def test_the_clis_leave_the_cores_to_torch():
+def test_tune_process_leaves_the_cores_to_torch():
     """numpy's and scipy's BLAS pools run one thread each; torch keeps the threads it has."""
     out = subprocess.run(
         [sys.executable, "-c", BLAS_THREADS], capture_output=True, text=True, check=True
     )
     blas, torch_threads = json.loads(out.stdout)
-    assert blas and set(blas) == {1}, blas  # here scipy's and numpy's OpenBLAS
+    if not blas:
+        pytest.skip("no BLAS pool that threadpoolctl can see (e.g. Accelerate)")
+    assert set(blas) == {1}, blas  # here two: scipy's and numpy's OpenBLAS
     assert torch_threads == 2
 
 

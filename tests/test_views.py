@@ -9,6 +9,7 @@ from spectral_resnet import (
     StackConfig,
     ViewConfig,
 )
+from spectral_resnet.stack import Stack
 from spectral_resnet.views import View, ViewSearch, crops, fitted_view, pull_back, render, shown
 
 
@@ -117,12 +118,13 @@ def test_views_let_a_stem_match_a_turned_copy(angles, turn, ok):
     assert (stats["views"] == [(90.0, 1.0)]) == ok
 
 
-def test_the_view_search_reads_the_tokens_without_the_layers():
-    """A stack model scores its views on the embedded tokens alone: whatever its layers hold,
-    a turned copy is found under its turn, and the layers may be narrower than the stem."""
+def test_the_view_search_reads_the_tokens_without_the_layers(monkeypatch):
+    """A stack model scores its views on the embedded tokens alone: it finds a turned copy
+    under its turn without running a layer or solving a spectrum, and the layers may be
+    narrower than the stem."""
+    torch.manual_seed(0)
     sample = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6), size=24, mode="bilinear")
     target = torch.rot90(sample, 1, dims=(2, 3))
-    torch.manual_seed(0)
     config = ShaderConfig(
         pattern="c",
         attention=AttentionConfig(qk_init="learned", kernel="softmax", features=["stem"]),
@@ -130,16 +132,19 @@ def test_the_view_search_reads_the_tokens_without_the_layers():
         stack=StackConfig(layers="sx", width=32),
     )
     shader = SpectralShader(config).eval()
-    assert shader.choose_views(target, sample) == [View(90.0, 1.0)]
-    with torch.no_grad():
-        for p in shader.stack.layers.parameters():
-            p.add_(torch.randn_like(p))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the view search ran the layers or solved a spectrum")
+
+    monkeypatch.setattr(Stack, "forward", refused)
+    monkeypatch.setattr(SpectralShader, "spectrum", refused)
     assert shader.choose_views(target, sample) == [View(90.0, 1.0)]
 
 
 def test_a_view_scores_the_same_whatever_shares_its_batch():
-    """The search renders each view in the image's own frame, never on a canvas sized for
-    its batch, so its tokens, and with them its score, do not depend on its companions."""
+    """The search's tokens (`encode(..., whole=False)`) render each view in the image's own
+    frame, never on a canvas sized for its batch, so a view's score does not depend on
+    the views beside it."""
     shader = stem_model([0.0])
     image = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 7), size=(20, 28), mode="bilinear")
     views = [View(30.0, 1.33), View(-45.0, 0.75), View(15.0, 1.0)]
