@@ -142,19 +142,19 @@ class SpectralAttention(nn.Module):
             return F.normalize(x, dim=-1)
         return positive_features(x) if self.positive else x
 
-    def scores(self, q: Tensor, k: Tensor, scale: Tensor, keys: Tensor | None = None) -> Tensor:
-        """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s).
-        keys: `features(k)`, where the caller keeps them for many calls."""
-        keys = self.features(k) if keys is None else keys
+    def scores(self, q: Tensor, keys: Tensor, scale: Tensor) -> Tensor:
+        """Attention logits of a few queries against every key: q (B, m, d) -> (B, m, n_s);
+        keys: `features(k)`, mapped once by the caller for all its queries."""
         return scale * (self.features(q) @ keys.transpose(1, 2))
 
-    def rows(
-        self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor, keys: Tensor | None = None
-    ) -> Tensor:
-        """Lazy attention rows for target pixels `index` (B, m): (B, m, n_s), each summing to 1
-        (softmax) or the raw low-rank scores (linear); keys as in `scores`."""
-        logits = self.scores(gather_rows(q, index), k, scale, keys)
+    def weights(self, logits: Tensor) -> Tensor:
+        """Attention rows from their logits: each summing to 1 (softmax), or the raw low-rank
+        scores (linear)."""
         return logits.softmax(-1) if self.kernel == "softmax" else logits
+
+    def rows(self, q: Tensor, k: Tensor, scale: Tensor, index: Tensor) -> Tensor:
+        """Lazy attention rows for target pixels `index` (B, m): (B, m, n_s)."""
+        return self.weights(self.scores(gather_rows(q, index), self.features(k), scale))
 
     def confidence(self, q: Tensor, k: Tensor, scale: Tensor, boundary: Tensor | None) -> Tensor:
         """Each query's largest attention weight over the (selected) keys, (B, n_t) in (0, 1]:
@@ -166,18 +166,17 @@ class SpectralAttention(nn.Module):
         rows = min(self.chunk, max(256, CONFIDENCE_SCORES // k.shape[1]))
         keys, out = self.features(k), []
         for i in range(0, q.shape[1], rows):
-            s = self.scores(q[:, i : i + rows], k, scale, keys)  # (B, m, n_s)
+            s = self.scores(q[:, i : i + rows], keys, scale)  # (B, m, n_s)
             s = s.sub_(s.detach().amax(-1, keepdim=True)).exp_()  # the max cancels: no gradient
             out.append(s.sum(-1).reciprocal())
         return torch.cat(out, dim=1)
 
-    def argmax(self, q: Tensor, k: Tensor, scale: Tensor, keys: Tensor | None = None) -> Tensor:
-        """Index of each query's best key, (B, n_t), chunked like the softmax kernel; keys
-        as in `scores`."""
-        keys = self.features(k) if keys is None else keys
+    def argmax(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+        """Index of each query's best key, (B, n_t), chunked like the softmax kernel."""
+        keys = self.features(k)
         return torch.cat(
             [
-                self.scores(q[:, i : i + self.chunk], k, scale, keys).argmax(-1)
+                self.scores(q[:, i : i + self.chunk], keys, scale).argmax(-1)
                 for i in range(0, q.shape[1], self.chunk)
             ],
             dim=1,
@@ -206,12 +205,12 @@ class ProjectedAttention:
 
     def logits(self, index: Tensor) -> Tensor:
         """Logits of target pixels `index` (B, m) against every key: (B, m, n_s)."""
-        return self.kernel.scores(gather_rows(self.q, index), self.k, self.scale, self.keys)
+        return self.kernel.scores(gather_rows(self.q, index), self.keys, self.scale)
 
     def rows(self, index: Tensor) -> Tensor:
         """Lazy attention rows of target pixels `index` (B, m): (B, m, n_s)."""
-        return self.kernel.rows(self.q, self.k, self.scale, index, self.keys)
+        return self.kernel.weights(self.logits(index))
 
     def argmax(self) -> Tensor:
         """Each query's best key, (B, n_t)."""
-        return self.kernel.argmax(self.q, self.k, self.scale, self.keys)
+        return self.kernel.argmax(self.q, self.k, self.scale)

@@ -76,10 +76,9 @@ class PairContext:
             evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
             for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
                 if on.any():
-                    k, boundary = c.k[i : i + 1], self.sample_boundary[i : i + 1]
-                    evidence[i, on] = c.kernel.confidence(c.q[i : i + 1, on], k, c.scale, boundary)[
-                        0
-                    ]
+                    q, k = c.q[i : i + 1, on], c.k[i : i + 1]
+                    boundary = self.sample_boundary[i : i + 1]
+                    evidence[i, on] = c.kernel.confidence(q, k, c.scale, boundary)[0]
         else:
             evidence = self.retrieved[..., 3].clamp_min(0)
         act = evidence * self.target_boundary
