@@ -201,3 +201,14 @@ def test_the_clis_reuse_freed_memory_without_page_faults():
     assert runs["hold"][0] == "True", "mallopt refused the thresholds"
     assert runs["release"][1] > 0, "no page faults even without the setting: nothing to test"
     assert runs["hold"][1] * 4 < runs["release"][1], runs
+
+
+@pytest.mark.parametrize("cli", [["infer.py"], ["train.py"], ["-m", "spectral_resnet.eval"]])
+def test_each_cli_prints_its_help(cli):
+    """`--help` fills Hydra's help template: a literal `$` in the header must be `$$`."""
+    script = [str(ROOT / cli[0])] if cli[0].endswith(".py") else cli
+    out = subprocess.run(
+        [sys.executable, *script, "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "== Configuration groups ==" in out.stdout and "Traceback" not in out.stderr
