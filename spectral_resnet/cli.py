@@ -25,7 +25,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_resnet.config import ShaderConfig
+from spectral_resnet.config import ShaderConfig, check_lr_interval
 from spectral_resnet.io import write_atomic
 from spectral_resnet.weights import WeightsError, checkpoint_path, names
 
@@ -334,6 +334,10 @@ def check_config(config_name: str, cfg: DictConfig) -> None:
     if config_name == "train":  # its output_dir is Hydra's, known only once Hydra runs
         model = shader_config(cfg.model)
         set_threads(cfg.threads)
+        try:
+            check_lr_interval(cfg.module.get("lr_interval", "epoch"))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if cfg.module.get("fit_views") and "stem" not in model.attention.token_features:
             raise UsageError(
                 "module.fit_views reads samples under views, which only a conv stem uses; "

@@ -67,6 +67,16 @@ def check_range(name: str, value, low: float, high: float, integer: bool = False
         raise ValueError(f"{name} must be {what} in [{low:g}, {high:g}], got {value!r}")
 
 
+LR_INTERVALS = ("epoch", "step")  # when a training run's scheduler steps (module.lr_interval)
+
+
+def check_lr_interval(value) -> str:
+    """module.lr_interval: the scheduler steps once an epoch, or once an optimizer step."""
+    if value not in LR_INTERVALS:
+        raise ValueError(f"module.lr_interval must be one of {LR_INTERVALS}, got {value!r}")
+    return value
+
+
 def _positive(name: str, value, integer: bool = False, high: float = 1e6) -> None:
     """check_range for options that must be above zero (the smallest integer is 1)."""
     check_range(name, value, 1 if integer else 1e-12, high, integer)

@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from spectral_resnet import viz
+from spectral_resnet.config import check_lr_interval
 from spectral_resnet.io import save_image
 from spectral_resnet.model import CHECKPOINT_FORMAT, SpectralShader, index_to_xy
 from spectral_resnet.views import ViewSearch, fitted_view
@@ -58,8 +59,10 @@ class ShaderModule(L.LightningModule):
         correspondence_weight: float = 1.0,
         retrieval_weight: float = 1.0,
         fit_views: bool = False,
+        lr_interval: str = "epoch",
     ):
         super().__init__()
+        check_lr_interval(lr_interval)
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.metrics = torch.nn.ModuleDict(
@@ -170,9 +173,13 @@ class ShaderModule(L.LightningModule):
         optimizer = self.optimizer(params=params)
         if self.scheduler is None:
             return optimizer
+        interval = self.hparams.lr_interval
+        # per step, the schedule spans the run: a one-epoch run anneals only so
+        span = {"T_max": self.trainer.estimated_stepping_batches} if interval == "step" else {}
+        scheduler = self.scheduler(optimizer=optimizer, **span)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler(optimizer=optimizer), "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import hydra
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -184,6 +185,45 @@ def test_baselines_with_nothing_to_learn_are_evaluated_not_trained(tmp_path):
     metrics = train(train_config(tmp_path, "experiment=fmap", "trainer.max_epochs=1"))
     assert "val/pck@0.05" in metrics and "test/pck@0.05" in metrics
     assert json.loads((tmp_path / "metrics.json").read_text())["checkpoint"] is None
+
+
+@pytest.mark.parametrize("interval, anneals", [("step", True), ("epoch", False)])
+def test_a_one_epoch_run_anneals_its_rate_only_step_by_step(tmp_path, interval, anneals):
+    """The cosine schedule steps once an epoch by default, so a one-epoch run keeps its
+    rate; lr_interval=step spans the run's optimizer steps and ends it near zero."""
+    cfg = train_config(
+        tmp_path, "experiment=stem", "data.train_pairs=8", f"module.lr_interval={interval}"
+    )
+    rates = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    model = model_of(cfg)
+    module = hydra.utils.instantiate(
+        cfg.module,
+        model=model,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.optim.scheduler),
+    )
+    data = hydra.utils.instantiate(cfg.data, spectrum=None)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[Rates()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=data)
+    lr = cfg.optim.optimizer.lr
+    assert len(rates) == 4 and rates[0] == pytest.approx(lr)
+    if anneals:
+        assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.2 * lr
+    else:
+        assert rates == [pytest.approx(lr)] * 4
 
 
 def test_loss_decreases_over_50_steps_on_a_fixed_pair(tmp_path):
@@ -467,6 +507,7 @@ def test_dataloader_spectra_are_the_ones_the_model_looks_up(tmp_path):
         ),
         ("export=/", "export=/ is a directory"),
         ("module.fit_views=true", "module.fit_views reads samples under views"),
+        ("module.lr_interval=batch", "module.lr_interval must be one of ('epoch', 'step')"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
