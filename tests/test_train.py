@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import lightning as L
@@ -74,8 +75,14 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
         optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
         scheduler=hydra.utils.instantiate(cfg.optim.scheduler),
     )
-    if learned:
-        module.configure_optimizers()
+    if learned:  # the trainer a fit attaches, with the run's optimizer steps
+        module.trainer = SimpleNamespace(estimated_stepping_batches=100)
+        schedule = module.configure_optimizers()["lr_scheduler"]
+        per_step = cfg.module.lr_interval == "step"
+        assert per_step == (experiment == "depth_views") and schedule["interval"] == (
+            cfg.module.lr_interval
+        )
+        assert schedule["scheduler"].T_max == (100 if per_step else cfg.trainer.max_epochs)
     data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
     assert isinstance(data, PairDataModule)
     for callback in cfg.callbacks.values():
