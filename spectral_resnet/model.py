@@ -65,10 +65,12 @@ class SpectraSolve:
     def result(self, stats: dict, n_target: int) -> tuple[list[Spectrum], list[Spectrum]]:
         """(target spectra, sample spectra), once solved; stats collects the solve's seconds,
         the seconds waited for it and the eigensolver's residuals."""
-        start = time.perf_counter()
-        if self.thread is not None:
+        if self.thread is None:  # solved in place: all of it was waited for
+            waited = self.seconds
+        else:
+            start = time.perf_counter()
             self.thread.join()
-        waited = time.perf_counter() - start if self.thread is not None else self.seconds
+            waited = time.perf_counter() - start
         stats["spectra_wait"] = stats.get("spectra_wait", 0.0) + waited
         if self.error is not None:
             raise self.error
@@ -511,7 +513,7 @@ class SpectralShader(nn.Module):
         sample_mask = check_mask(sample_mask, sample, "sample_mask")
         masks = dict(target_mask=target_mask, sample_mask=sample_mask)
         began = time.perf_counter()
-        stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}, "views": None}
+        stats: dict = dict(spectra=0.0, spectra_wait=0.0, eigensolve=0.0, residuals={}, views=None)
         ctx = context if context is not None else self.pair_context(target, sample, stats, **masks)
         device, ctx = target.device, ctx.on_host()  # the image ops are data-dependent: host
         h = ctx.target  # (B, 3, H, W) the image the ops shade
@@ -532,7 +534,7 @@ class SpectralShader(nn.Module):
         h = h.to(device)
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
-        waited = stats.get("spectra_wait", 0.0)  # the part of the spectra not hidden
+        waited = stats["spectra_wait"]  # the part of the spectra not hidden
         timings.update(spectra_wait=waited, blocks=block_time, total=total)
         timings.update(rest=total - waited - block_time)
         return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"], stats["views"])

@@ -79,9 +79,8 @@ def test_every_train_config_composes_and_instantiates(tmp_path, experiment, trai
         module.trainer = SimpleNamespace(estimated_stepping_batches=100)
         schedule = module.configure_optimizers()["lr_scheduler"]
         per_step = cfg.module.lr_interval == "step"
-        assert per_step == (experiment == "depth_views") and schedule["interval"] == (
-            cfg.module.lr_interval
-        )
+        assert per_step == (experiment == "depth_views")
+        assert schedule["interval"] == cfg.module.lr_interval
         assert schedule["scheduler"].T_max == (100 if per_step else cfg.trainer.max_epochs)
     data = hydra.utils.instantiate(cfg.data, spectrum=model.config.spectrum)
     assert isinstance(data, PairDataModule)
