@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -34,51 +33,6 @@ from spectral_resnet.weights import checkpoint_path
 CHECKPOINT_FORMAT = 2  # 2: encoder, stack and head; format 1 held one Q/K and soft RGB blocks
 RANGE_SLACK = 1e-3  # rounding past [0, 1] that an image may carry (a resampled copy's overshoot)
 BLOCK_LETTERS = {letter: block.__name__ for letter, block in BLOCKS.items()}
-
-
-class SpectraSolve:
-    """Spectra of CPU images solved on a thread of their own while the stem and the view
-    search run: the eigensolver (scipy's ARPACK and SuperLU) keeps one core busy and leaves
-    the others to torch's convs (docs/benchmarks.md). On a GPU they are solved in place: the
-    solver and the stem would queue on the same device."""
-
-    def __init__(self, spectrum: Callable[[Tensor], Spectrum], images: list[Tensor]):
-        self.spectra: list[Spectrum] | None = None
-        self.error: BaseException | None = None
-        self.seconds = 0.0
-        self.thread = None
-        if images[0].device.type == "cpu":
-            self.thread = threading.Thread(target=self.solve, args=(spectrum, images))
-            self.thread.daemon = True  # an interrupted run does not wait for it
-            self.thread.start()
-        else:
-            self.solve(spectrum, images)
-
-    def solve(self, spectrum: Callable[[Tensor], Spectrum], images: list[Tensor]) -> None:
-        start = time.perf_counter()
-        try:
-            self.spectra = [spectrum(img) for img in images]
-        except BaseException as error:  # raised where the spectra are read
-            self.error = error
-        self.seconds = time.perf_counter() - start
-
-    def result(self, stats: dict, n_target: int) -> tuple[list[Spectrum], list[Spectrum]]:
-        """(target spectra, sample spectra), once solved; stats collects the solve's seconds,
-        the seconds waited for it and the eigensolver's residuals."""
-        if self.thread is None:  # solved in place: all of it was waited for
-            waited = self.seconds
-        else:
-            start = time.perf_counter()
-            self.thread.join()
-            waited = time.perf_counter() - start
-        stats["spectra_wait"] = stats.get("spectra_wait", 0.0) + waited
-        if self.error is not None:
-            raise self.error
-        t_specs, s_specs = self.spectra[:n_target], self.spectra[n_target:]
-        stats["spectra"] = stats.get("spectra", 0.0) + self.seconds
-        stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(s.seconds for s in self.spectra)
-        stats["residuals"] = {"target": worst_residual(t_specs), "sample": worst_residual(s_specs)}
-        return t_specs, s_specs
 
 
 class CheckpointError(ValueError):
@@ -300,17 +254,23 @@ class SpectralShader(nn.Module):
         stats = {} if stats is None else stats
         t_img = resize(target, work_shape(target.shape[-2:], self.config.work_size))
         s_img = resize(sample, work_shape(sample.shape[-2:], self.config.work_size))
-        solve = None
-        if ops or self.reads_spectra:  # a stem-only model trains without a single eigensolve
-            solve = SpectraSolve(self.spectrum, [*t_img, *s_img])  # beside the stem's work
-        fmap = self.config.attention.qk_init == "fmap"
         t_specs = s_specs = None
-        if solve is not None and (self.hand_features or fmap):  # the tokens read them
-            t_specs, s_specs = solve.result(stats, len(t_img))
+        if ops or self.reads_spectra:  # a stem-only model trains without a single eigensolve
+            start = time.perf_counter()
+            t_specs = [self.spectrum(img) for img in t_img]
+            s_specs = [self.spectrum(img) for img in s_img]
+            stats["spectra"] = stats.get("spectra", 0.0) + time.perf_counter() - start
+            stats["eigensolve"] = stats.get("eigensolve", 0.0) + sum(
+                s.seconds for s in t_specs + s_specs
+            )
+            stats["residuals"] = {
+                "target": worst_residual(t_specs),
+                "sample": worst_residual(s_specs),
+            }
         views = self.choose_views(t_img, s_img) if views is None else views
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
-        if fmap:  # sample basis carried into the target's
+        if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
                 [
                     aligned_sample_basis(ss, ts, si, ti).float()
@@ -319,8 +279,6 @@ class SpectralShader(nn.Module):
             )
         else:
             f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
-        if solve is not None and t_specs is None:  # the stem ran while they were solved
-            t_specs, s_specs = solve.result(stats, len(t_img))
         f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs, (t_img.shape[-2:], s_img.shape[-2:]))
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
@@ -513,7 +471,7 @@ class SpectralShader(nn.Module):
         sample_mask = check_mask(sample_mask, sample, "sample_mask")
         masks = dict(target_mask=target_mask, sample_mask=sample_mask)
         began = time.perf_counter()
-        stats: dict = dict(spectra=0.0, spectra_wait=0.0, eigensolve=0.0, residuals={}, views=None)
+        stats: dict = {"spectra": 0.0, "eigensolve": 0.0, "residuals": {}, "views": None}
         ctx = context if context is not None else self.pair_context(target, sample, stats, **masks)
         device, ctx = target.device, ctx.on_host()  # the image ops are data-dependent: host
         h = ctx.target  # (B, 3, H, W) the image the ops shade
@@ -534,9 +492,7 @@ class SpectralShader(nn.Module):
         h = h.to(device)
         total = time.perf_counter() - began
         timings = dict(spectra=stats["spectra"], eigensolve=stats["eigensolve"])
-        waited = stats["spectra_wait"]  # the part of the spectra not hidden
-        timings.update(spectra_wait=waited, blocks=block_time, total=total)
-        timings.update(rest=total - waited - block_time)
+        timings.update(blocks=block_time, total=total, rest=total - stats["spectra"] - block_time)
         return ShaderOutput(h.clamp(0, 1), records, timings, stats["residuals"], stats["views"])
 
     @torch.no_grad()

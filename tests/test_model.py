@@ -1,4 +1,3 @@
-import threading
 from dataclasses import replace
 
 import pytest
@@ -93,42 +92,6 @@ def test_spectra_are_solved_only_where_tokens_stack_or_image_ops_read_them(
     calls.clear()
     run(shader, tone[None], toof[None])
     assert len(calls) == 2
-
-
-def stem_shader() -> SpectralShader:
-    cfg = config("c", 6, qk_init="learned", kernel="softmax", features=["stem"])
-    return SpectralShader(replace(cfg, stack=StackConfig(layers="s", width=16)))
-
-
-def test_the_stem_runs_while_the_spectra_are_solved(toof, tone, monkeypatch):
-    """The eigensolve waits here until the stem has run: solved one after the other, the
-    two would never meet. The timings add up: what was waited for, the blocks and the rest."""
-    shader = stem_shader()
-    stem_ran, spectrum = threading.Event(), shader.spectrum
-
-    def solve(image):
-        assert stem_ran.wait(timeout=30), "the stem did not run beside the eigensolve"
-        return spectrum(image)
-
-    maps = shader.stem.maps
-    monkeypatch.setattr(shader.stem, "maps", lambda image: stem_ran.set() or maps(image))
-    monkeypatch.setattr(shader, "spectrum", solve)
-    out = run(shader, tone[None], toof[None])
-    t = out.timings
-    assert t["spectra_wait"] <= t["total"] and t["spectra"] > 0 and out.residuals["target"] >= 0
-    assert t["rest"] == pytest.approx(t["total"] - t["spectra_wait"] - t["blocks"])
-
-
-def test_an_eigensolve_error_reaches_the_caller(toof, tone, monkeypatch):
-    """A solve that fails on its thread raises where the spectra are read, as it was raised."""
-    shader = stem_shader()
-
-    def fail(image):
-        raise ValueError("the graph is empty")
-
-    monkeypatch.setattr(shader, "spectrum", fail)
-    with pytest.raises(ValueError, match="the graph is empty"):
-        run(shader, tone[None], toof[None])
 
 
 def test_gradients_reach_every_weight_of_the_stack_only_when_learned(toof, tone):
