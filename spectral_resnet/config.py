@@ -140,6 +140,10 @@ class AttentionConfig:
     threshold: float = 0.2  # activation threshold of gates and seeds
     chunk: int = 4096  # softmax query chunk
     max_keys: int | None = 1024  # evidence: keys kept (strongest boundary pixels); null: all
+    # levels of an image pyramid the pair is scored at, outside training, where the tokens
+    # are the stem's alone: 1 the working size; 2 also half of it; 3 a quarter too (the
+    # levels' cosines averaged); a level whose smaller side would be under 32 px is left out
+    pyramid: int = 3
 
     def __post_init__(self):
         if self.qk_init not in QK_INITS:
@@ -160,6 +164,7 @@ class AttentionConfig:
         check_range("attention.threshold", self.threshold, 0.0, 2.0)  # over 1: no copies
         if self.max_keys is not None:
             _positive("attention.max_keys", self.max_keys, integer=True, high=2**24)
+        _positive("attention.pyramid", self.pyramid, integer=True, high=4)
 
     @property
     def token_features(self) -> tuple[str, ...]:

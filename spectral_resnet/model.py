@@ -25,7 +25,7 @@ from spectral_resnet.io import write_atomic
 from spectral_resnet.paste import PasteReport
 from spectral_resnet.spectral import Spectrum
 from spectral_resnet.spectral.graph import check_image
-from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack
+from spectral_resnet.stack import ConvStem, ImageGraphs, PairGraphs, Stack, coarse_shape, upsampled
 from spectral_resnet.tokens import feature_dim, patch_columns, token_features
 from spectral_resnet.views import View, ViewSearch, crops, pull_back, render, shown
 from spectral_resnet.weights import checkpoint_path
@@ -85,6 +85,7 @@ def index_to_xy(index: Tensor, width: int) -> Tensor:
     return torch.stack([index % width, index // width], -1).float()
 
 
+PYRAMID_MIN_SIDE = 32  # px: a coarser pyramid level than this sees too little to score
 VIEW_BATCH = 8  # most views encoded at once: 1.6x faster than one by one, and than 35 at once
 
 
@@ -269,6 +270,9 @@ class SpectralShader(nn.Module):
             }
         views = self.choose_views(t_img, s_img) if views is None else views
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
+        graphs = None  # an 'x'-only stack runs along no graph
+        if t_specs is not None:
+            graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
             f_s = torch.stack(
@@ -279,7 +283,8 @@ class SpectralShader(nn.Module):
             )
         else:
             f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
-        f_t, f_s = self.refine(f_t, f_s, t_specs, s_specs, (t_img.shape[-2:], s_img.shape[-2:]))
+        q, k = self.qk(*self.refine(f_t, f_s, graphs, (t_img.shape[-2:], s_img.shape[-2:])))
+        q, k = self.pyramid(q, k, t_img, s_img, graphs, views)
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
         if ops:
@@ -290,7 +295,7 @@ class SpectralShader(nn.Module):
                 sample_boundary=s_boundary,
             )
         return PairContext(
-            cross=ProjectedAttention(*self.qk(f_t, f_s), self.qk.scale, self.cross_kernel),
+            cross=ProjectedAttention(q, k, self.qk.scale, self.cross_kernel),
             **boundary,
             work_shape=tuple(t_img.shape[-2:]),
             sample_shape=tuple(s_img.shape[-2:]),
@@ -306,18 +311,48 @@ class SpectralShader(nn.Module):
         self,
         f_t: Tensor,
         f_s: Tensor,
-        t_specs: list[Spectrum] | None,
-        s_specs: list[Spectrum] | None,
+        graphs: PairGraphs | None,
         shapes: tuple[tuple[int, int], tuple[int, int]],
     ) -> tuple[Tensor, Tensor]:
         """The stack's layers on both token streams (tokens as they are without a stack);
         shapes: the two images' (h, w)."""
         if self.stack is None:
             return f_t, f_s
-        graphs = None  # an 'x'-only stack runs along no graph
-        if t_specs is not None:
-            graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
         return self.stack(f_t, f_s, graphs, shapes)
+
+    def pyramid(
+        self,
+        q: Tensor,
+        k: Tensor,
+        target: Tensor,
+        sample: Tensor,
+        graphs: PairGraphs | None,
+        views: list[View] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Q (B, n_t, d) and K (B, n_s, d) of working-size images, with each coarser level of
+        `attention.pyramid` appended: the pair again at half the size (and half again), its
+        graphs pooled (no eigensolve), the sample in the same view, its unit rows upsampled
+        onto the working grid: (B, n, d * levels). The head's cosine is then the mean of the
+        levels' cosines, and a level twice as coarse sees twice the context through the same
+        stem (docs/eval.md: "A second pyramid level"). Training reads the working level alone."""
+        levels = self.config.attention.pyramid
+        if levels == 1 or self.training or self.hand_features or self.stem is None:
+            return q, k
+        shapes = (tuple(target.shape[-2:]), tuple(sample.shape[-2:]))
+        qs, ks = [F.normalize(q, dim=-1)], [F.normalize(k, dim=-1)]
+        for level in range(1, levels):
+            small = [coarse_shape(shape, 2**level) for shape in shapes]
+            if min(min(shape) for shape in small) < PYRAMID_MIN_SIDE:
+                break
+            t_img, s_img = resize(target, small[0]), resize(sample, small[1])
+            coarse = None if graphs is None else graphs.pooled(2**level)
+            f_t, f_s = self.encode(t_img, None), self.encode(s_img, None, views)
+            q_c, k_c = self.qk(*self.refine(f_t, f_s, coarse, small))  # (B, n', d)
+            qs.append(F.normalize(upsampled(q_c, small[0], shapes[0]), dim=-1))
+            ks.append(F.normalize(upsampled(k_c, small[1], shapes[1]), dim=-1))
+        if len(qs) == 1:
+            return q, k
+        return torch.cat(qs, -1), torch.cat(ks, -1)
 
     @torch.no_grad()
     def choose_views(self, target: Tensor, sample: Tensor) -> list[View] | None:

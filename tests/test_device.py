@@ -91,10 +91,11 @@ def test_head_stays_on_the_inputs_device(fake, kernel, positive, max_keys):
     assert all(o.device.type == CUDA for o in outputs)
 
 
-@pytest.mark.parametrize("layers", ["", "x", "sx"])
-def test_match_stays_on_the_inputs_device(fake, monkeypatch, layers):
+@pytest.mark.parametrize("layers, height", [("", 20), ("x", 20), ("sx", 20), ("sx", 64)])
+def test_match_stays_on_the_inputs_device(fake, monkeypatch, layers, height):
     """match() of a stem model, one view (choosing among several reads an index to the
-    host), with the input range check (two floats read to the host) reduced to its cast."""
+    host), with the input range check (two floats read to the host) reduced to its cast.
+    64 px high: the pyramid's half level (32 px) is scored too."""
     config = ShaderConfig.from_dict(
         {
             "attention": {"kernel": "softmax", "qk_init": "learned", "features": ["stem"]},
@@ -112,8 +113,9 @@ def test_match_stays_on_the_inputs_device(fake, monkeypatch, layers):
         SpectralShader, "check_pair", staticmethod(lambda t, s: (t.float(), s.float()))
     )
     model = on_cuda(lambda: SpectralShader(config)).eval()
-    flow = model.match(torch.rand(1, 3, 20, 24, device=CUDA), torch.rand(1, 3, 18, 22, device=CUDA))
-    assert flow.device.type == CUDA and flow.shape == (1, 20, 24, 2)
+    target = torch.rand(1, 3, height, 24 + height, device=CUDA)
+    flow = model.match(target, torch.rand(1, 3, height + 2, 22 + height, device=CUDA))
+    assert flow.device.type == CUDA and flow.shape == (1, height, 24 + height, 2)
 
 
 def fake_spectrum(image, k: int) -> Spectrum:

@@ -153,6 +153,7 @@ def test_match_of_an_image_with_itself_finds_itself():
         (lambda: AttentionConfig(kernel="cosine"), "unknown attention kernel"),
         (lambda: AttentionConfig(qk_init="identity", features=["hks"]), "raw eigenvectors"),
         (lambda: ShaderConfig(work_size=0), "work_size must be an integer in \\[2, 4096\\]"),
+        (lambda: AttentionConfig(pyramid=0), "attention.pyramid must be an integer in \\[1, 4\\]"),
     ],
 )
 def test_bad_configuration_raises_clear_errors(make, message):
@@ -189,3 +190,58 @@ def test_image_memo_finds_each_image_once_and_misses_after_a_change():
     assert again is not first and torch.equal(again, ink_mask(image[None]))
     memo.ink(torch.zeros(1, 3, 4, 4), "auto"), memo.ink(torch.ones(1, 3, 4, 4), "auto")
     assert len(memo.entries) == 2  # bounded
+
+
+def stem_shader(pyramid: int, layers: str = "", views: bool = False) -> SpectralShader:
+    """A small stem model (learned tied head), one view unless asked for the search."""
+    views_cfg = {} if views else {"angles": [0.0], "scales": [1.0]}
+    cfg = ShaderConfig.from_dict(
+        {
+            "attention": dict(qk_init="learned", kernel="softmax", features=["stem"], tied=True)
+            | {"pyramid": pyramid},
+            "stack": {"layers": layers, "width": 16, "heads": 2, "stem_width": 16},
+            "views": views_cfg,
+            "spectrum": {"k": 6},
+        }
+    )
+    torch.manual_seed(0)
+    return SpectralShader(cfg).eval()
+
+
+def test_the_pyramid_head_averages_the_cosines_of_both_levels():
+    """Against a dense reference: the stem's maps at the working size and at half of it
+    (area-downsampled images, bilinear maps back), each level's cosine of every pixel pair,
+    averaged; match() takes the argmax of that."""
+    import torch.nn.functional as F
+
+    target, sample = scene((64, 72), seed=1)[None], scene((68, 64), seed=2)[None]
+    shader = stem_shader(pyramid=2)
+
+    def level(img, factor):
+        small = F.interpolate(img, size=[-(-n // factor) for n in img.shape[-2:]], mode="area")
+        maps = shader.stem.maps(small)
+        maps = F.interpolate(maps, size=img.shape[-2:], mode="bilinear", align_corners=False)
+        return F.normalize(maps.flatten(2).transpose(1, 2) @ shader.qk.w_q.T, dim=-1)
+
+    with torch.no_grad():
+        scores = sum(level(target, f) @ level(sample, f).transpose(1, 2) for f in (1, 2)) / 2
+        ctx = shader.pair_context(target, sample, ops=False)
+        logits = ctx.cross.logits(torch.arange(64 * 72)[None]) / shader.qk.scale
+    assert ctx.cross.q.shape == (1, 64 * 72, 32)  # two levels of 16
+    assert torch.allclose(logits, scores, atol=1e-5)
+    best = scores.argmax(-1)[0]
+    expected = torch.stack([best % 64, best // 64], -1).float().view(64, 72, 2)
+    assert torch.equal(shader.match(target, sample)[0], expected)
+
+
+def test_the_pyramid_leaves_out_levels_too_small_and_training():
+    """A half level under 32 px is not scored (the head is the working level's), nor is any
+    coarse level in training; with room, the coarse level changes the scores."""
+    small = scene((40, 40), seed=1)[None], scene((40, 40), seed=2)[None]
+    large = scene((64, 64), seed=1)[None], scene((64, 64), seed=2)[None]
+    one, two = stem_shader(pyramid=1, layers="sx"), stem_shader(pyramid=2, layers="sx")
+    with torch.no_grad():
+        assert torch.equal(one.pair_context(*small).cross.q, two.pair_context(*small).cross.q)
+        assert two.pair_context(*large).cross.q.shape[-1] == 32
+        two.train()
+        assert two.pair_context(*large, ops=False).cross.q.shape[-1] == 16
