@@ -141,8 +141,8 @@ class AttentionConfig:
     chunk: int = 4096  # softmax query chunk
     max_keys: int | None = 1024  # evidence: keys kept (strongest boundary pixels); null: all
     # levels of an image pyramid the pair is scored at, outside training, where the tokens
-    # are the stem's alone: 1 the working size; 2 also half of it; 3 a quarter too (the
-    # levels' cosines averaged); a level whose smaller side would be under 32 px is left out
+    # are the stem's alone and the kernel softmax (cosine scores): 1 the working size; 2 also
+    # half of it; 3 a quarter too (the levels' cosines averaged); no level under 32 px
     pyramid: int = 3
 
     def __post_init__(self):

@@ -334,13 +334,14 @@ class SpectralShader(nn.Module):
         graphs pooled (no eigensolve), the sample in the same view, its unit rows upsampled
         onto the working grid: (B, n, d * levels). The head's cosine is then the mean of the
         levels' cosines, and a level twice as coarse sees twice the context through the same
-        stem (docs/eval.md: "A second pyramid level"). Training reads the working level alone."""
-        levels = self.config.attention.pyramid
-        if levels == 1 or self.training or self.hand_features or self.stem is None:
+        stem (docs/eval.md, "A pyramid head"). Training reads the working level alone, and so
+        do hand-made tokens and the linear kernel, whose scores are not cosines."""
+        a = self.config.attention
+        if a.pyramid == 1 or self.training or self.hand_features or a.kernel != "softmax":
             return q, k
         shapes = (tuple(target.shape[-2:]), tuple(sample.shape[-2:]))
         qs, ks = [F.normalize(q, dim=-1)], [F.normalize(k, dim=-1)]
-        for level in range(1, levels):
+        for level in range(1, a.pyramid):
             small = [coarse_shape(shape, 2**level) for shape in shapes]
             if min(min(shape) for shape in small) < PYRAMID_MIN_SIDE:
                 break

@@ -192,15 +192,14 @@ def test_image_memo_finds_each_image_once_and_misses_after_a_change():
     assert len(memo.entries) == 2  # bounded
 
 
-def stem_shader(pyramid: int, layers: str = "", views: bool = False) -> SpectralShader:
-    """A small stem model (learned tied head), one view unless asked for the search."""
-    views_cfg = {} if views else {"angles": [0.0], "scales": [1.0]}
+def stem_shader(pyramid: int, layers: str = "", kernel: str = "softmax") -> SpectralShader:
+    """A small stem model (learned tied head), one view."""
     cfg = ShaderConfig.from_dict(
         {
-            "attention": dict(qk_init="learned", kernel="softmax", features=["stem"], tied=True)
+            "attention": dict(qk_init="learned", kernel=kernel, features=["stem"], tied=True)
             | {"pyramid": pyramid},
             "stack": {"layers": layers, "width": 16, "heads": 2, "stem_width": 16},
-            "views": views_cfg,
+            "views": {"angles": [0.0], "scales": [1.0]},
             "spectrum": {"k": 6},
         }
     )
@@ -236,12 +235,15 @@ def test_the_pyramid_head_averages_the_cosines_of_both_levels():
 
 def test_the_pyramid_leaves_out_levels_too_small_and_training():
     """A half level under 32 px is not scored (the head is the working level's), nor is any
-    coarse level in training; with room, the coarse level changes the scores."""
+    coarse level in training or under the linear kernel (its scores are no cosines); with
+    room, the coarse level is appended."""
     small = scene((40, 40), seed=1)[None], scene((40, 40), seed=2)[None]
     large = scene((64, 64), seed=1)[None], scene((64, 64), seed=2)[None]
     one, two = stem_shader(pyramid=1, layers="sx"), stem_shader(pyramid=2, layers="sx")
+    linear = stem_shader(pyramid=2, layers="sx", kernel="linear")
     with torch.no_grad():
         assert torch.equal(one.pair_context(*small).cross.q, two.pair_context(*small).cross.q)
         assert two.pair_context(*large).cross.q.shape[-1] == 32
+        assert linear.pair_context(*large).cross.q.shape[-1] == 16
         two.train()
         assert two.pair_context(*large, ops=False).cross.q.shape[-1] == 16
