@@ -247,3 +247,17 @@ def test_the_pyramid_leaves_out_levels_too_small_and_training():
         assert linear.pair_context(*large).cross.q.shape[-1] == 16
         two.train()
         assert two.pair_context(*large, ops=False).cross.q.shape[-1] == 16
+
+
+def test_the_pyramid_scores_each_pair_of_a_batch_as_alone():
+    """Non-square images of other sizes, two pairs at once: each pair's match is the one it
+    gets alone (the levels are resized, pooled and upsampled per image)."""
+    target = torch.stack([scene((64, 80), seed=s) for s in (0, 1)])
+    sample = torch.stack([scene((72, 66), seed=s) for s in (2, 3)])
+    shader = stem_shader(pyramid=3, layers="sx")
+    with torch.no_grad():
+        both = shader.match(target, sample)
+        alone = [shader.match(target[i : i + 1], sample[i : i + 1]) for i in range(2)]
+        assert shader.pair_context(target, sample, ops=False).cross.q.shape == (2, 64 * 80, 32)
+    assert both.shape == (2, 64, 80, 2)
+    assert torch.equal(both, torch.cat(alone))
