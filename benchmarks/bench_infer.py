@@ -53,12 +53,13 @@ def timed(command: list[str], cache: Path) -> float:
 
 def floor(paths: list[str], threads: int) -> None:
     """The yardstick process: import the package, solve both working-size spectra cold (with
-    the process settings `infer.py` makes)."""
+    the process settings `infer.py` makes, its quick exit included)."""
     import torch
 
-    from spectral_resnet.cli import tune_process
+    from spectral_resnet.cli import quick_exit, tune_process
 
     tune_process()
+    quick_exit()  # as infer.py's process: the floor is not Python's exit walk
     from spectral_resnet.config import ShaderConfig
     from spectral_resnet.io import load_image
     from spectral_resnet.model import working_spectrum

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from spectral_resnet.cli import tune_process, write_json
+from spectral_resnet.cli import quick_exit, tune_process, write_json
 from spectral_resnet.config import INKS, ShaderConfig
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     tune_process()  # as the other CLIs
+    quick_exit()
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", 7860))
     app = build_app().queue()

@@ -142,7 +142,8 @@ class AttentionConfig:
     max_keys: int | None = 1024  # evidence: keys kept (strongest boundary pixels); null: all
     # levels of an image pyramid the pair is scored at, outside training, where the tokens
     # are the stem's alone and the kernel softmax (cosine scores): 1 the working size; 2 also
-    # half of it; 3 a quarter too (the levels' cosines averaged); no level under 32 px
+    # half of it; 3 a quarter too; each more halves again (the levels' cosines averaged); a
+    # level where either image's smaller side would be under 32 px is left out
     pyramid: int = 3
 
     def __post_init__(self):

@@ -270,8 +270,8 @@ class SpectralShader(nn.Module):
             }
         views = self.choose_views(t_img, s_img) if views is None else views
         stats["views"] = [(v.angle, v.scale) for v in views] if views else None
-        graphs = None  # an 'x'-only stack runs along no graph
-        if t_specs is not None:
+        graphs = None  # what 's' layers run along; an 'x'-only stack reads none
+        if t_specs is not None and "s" in self.config.stack.layers:
             graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
         f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
         if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
@@ -315,7 +315,8 @@ class SpectralShader(nn.Module):
         shapes: tuple[tuple[int, int], tuple[int, int]],
     ) -> tuple[Tensor, Tensor]:
         """The stack's layers on both token streams (tokens as they are without a stack);
-        shapes: the two images' (h, w)."""
+        graphs: the two images' graphs on their token grids (None where no 's' layer reads
+        them); shapes: the two token grids' (h, w)."""
         if self.stack is None:
             return f_t, f_s
         return self.stack(f_t, f_s, graphs, shapes)
@@ -334,8 +335,9 @@ class SpectralShader(nn.Module):
         graphs pooled (no eigensolve), the sample in the same view, its unit rows upsampled
         onto the working grid: (B, n, d * levels). The head's cosine is then the mean of the
         levels' cosines, and a level twice as coarse sees twice the context through the same
-        stem (docs/eval.md, "A pyramid head"). Training reads the working level alone, and so
-        do hand-made tokens and the linear kernel, whose scores are not cosines."""
+        stem (docs/eval.md, "A pyramid head"). A training step reads the working level
+        alone; validation, in eval mode, reads the pyramid as inference does. Hand-made
+        tokens and the linear kernel, whose scores are not cosines, read one level."""
         a = self.config.attention
         if a.pyramid == 1 or self.training or self.hand_features or a.kernel != "softmax":
             return q, k

@@ -114,8 +114,11 @@ def test_match_stays_on_the_inputs_device(fake, monkeypatch, layers, height):
     )
     model = on_cuda(lambda: SpectralShader(config)).eval()
     target = torch.rand(1, 3, height, 24 + height, device=CUDA)
-    flow = model.match(target, torch.rand(1, 3, height + 2, 22 + height, device=CUDA))
+    sample = torch.rand(1, 3, height + 2, 22 + height, device=CUDA)
+    flow = model.match(target, sample)
     assert flow.device.type == CUDA and flow.shape == (1, height, 24 + height, 2)
+    levels = 2 if height >= 64 else 1  # Q's rows: 16 wide a level
+    assert model.pair_context(target, sample, ops=False).cross.q.shape[-1] == 16 * levels
 
 
 def fake_spectrum(image, k: int) -> Spectrum:
