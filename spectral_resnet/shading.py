@@ -28,9 +28,10 @@ def point_distances(points: Tensor, shape: tuple[int, int]) -> Tensor:
 
 
 def locality_gate(points: Tensor, shape: tuple[int, int], radius: float) -> Tensor:
-    """exp(-dist / radius) around each seed (..., 2); seeds marked (-1, -1) give zeros."""
-    gate = torch.exp(-point_distances(points, shape) / radius)
-    return gate * (points[..., 0] >= 0).float()[..., None, None]
+    """exp(-dist / radius) around each point (..., 2) (y, x): (..., H, W). A point may lie
+    outside the map (a paste's seed above or left of the paste's box): its coordinates are
+    then negative, and the gate still falls off from it."""
+    return torch.exp(-point_distances(points, shape) / radius)
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:

@@ -185,10 +185,30 @@ def test_shadow_falls_down_right_of_the_paste():
     assert dark[12, 12] == 0  # not on the pasted content itself
 
 
-def test_locality_gate_decays_with_distance_and_ignores_unused_seeds():
-    gate = locality_gate(torch.tensor([[5, 5], [-1, -1]]), (11, 11), radius=2.0)
+def test_locality_gate_decays_with_distance_even_from_outside_the_map():
+    """A paste's seed can lie above or left of the paste's box: negative coordinates are a
+    place, not a missing seed (the gate once read them as one, and such pastes vanished)."""
+    gate = locality_gate(torch.tensor([[5, 5], [-4, 5]]), (11, 11), radius=2.0)
     assert gate[0, 5, 5] == 1.0 and gate[0, 5, 9] == pytest.approx(math.exp(-2.0))
-    assert not gate[1].any()
+    assert gate[1, 0, 5] == pytest.approx(math.exp(-2.0)) and gate[1, 10, 5] < gate[1, 0, 5]
+
+
+def test_every_placed_paste_shows_in_the_output():
+    """The gallery's ring tree <- house with the shipped weights: under each placed mask the
+    output changes. Two of its three pastes land below their seeds' rows, where the gate
+    once read the seed as missing and left them invisible though counted."""
+    target, sample = (
+        load_image(ASSETS / "gallery" / "inputs" / f"{name}.png")[None]
+        for name in ("ringtree", "house")
+    )
+    shader = SpectralShader.from_pretrained("default").eval()
+    with torch.no_grad():
+        out = shader(target, sample)
+    changed = (out.image - target).abs().amax(1)[0] > 0.1  # (H, W)
+    masks = [m > 0.5 for block in out.pastes for m in block.masks[0] if (m > 0.5).any()]
+    assert len(masks) >= 2
+    for mask in masks:
+        assert changed[mask].float().mean() > 0.9, int(mask.sum())
 
 
 def test_seed_failure_case_every_paste_is_exactly_one_sample_component():
