@@ -30,6 +30,7 @@ GOALS = {  # measure: (goal, higher is better)
     "pastes area-matched to one whole reference component": (0.95, True),
     "paste area on target ink": (0.02, False),
     "pastes clipped by the frame (< 95% visible)": (0.05, False),
+    "pastes drawn in the output (half their mask changed)": (0.99, True),
 }
 
 
@@ -50,6 +51,7 @@ def paste_records(shader, target, sample) -> list[dict]:
     its area on the target's true ink, and how much of it lies inside the frame."""
     with torch.no_grad():
         out = shader(target.image[None], sample.image[None])
+    changed = (out.image[0] - target.image).abs().amax(0) > 0.05  # (H, W) drawn on
     ours = shader.sample_components(sample.image[None])[0]
     reference = sample.components(min_area=1)
     height, width = target.image.shape[-2:]
@@ -65,7 +67,7 @@ def paste_records(shader, target, sample) -> list[dict]:
                 records.append(
                     {"whole": None, "part": whole_part(on, sample, place), "area": int(on.sum()),
                      "on_ink": int((on & target.ink).sum()), "clipped": None,
-                     "scale": float(place[5])}
+                     "scale": float(place[5]), "drawn": drawn(on, changed)}
                 )  # fmt: skip
                 continue
             mine = ours == label
@@ -87,10 +89,17 @@ def paste_records(shader, target, sample) -> list[dict]:
                     "on_ink": int((on & target.ink).sum()),
                     "clipped": inside < 0.95,
                     "scale": float(place[5]),
+                    "drawn": drawn(on, changed),
                 }
             )
     skipped = sum(int(b.skipped.sum()) for b in out.pastes)
     return records, skipped
+
+
+def drawn(placed, changed) -> bool:
+    """Whether a placed paste shows in the output: at least half of its mask's pixels differ
+    from the target (a mask placed but not drawn is a paste the user never sees)."""
+    return bool(placed.any()) and float(changed[placed].float().mean()) >= 0.5
 
 
 def whole_part(pasted, sample, place) -> bool | None:
@@ -199,6 +208,8 @@ def main() -> None:
         "paste area on target ink": sum(r["on_ink"] for r in records)
         / max(sum(r["area"] for r in records), 1),
         "pastes clipped by the frame (< 95% visible)": sum(r["clipped"] for r in unsplit) / n,
+        "pastes drawn in the output (half their mask changed)": sum(r["drawn"] for r in records)
+        / max(len(records), 1),
     }
     seconds = time.perf_counter() - start
     print(
