@@ -273,17 +273,7 @@ class SpectralShader(nn.Module):
         graphs = None  # what 's' layers run along; an 'x'-only stack reads none
         if t_specs is not None and "s" in self.config.stack.layers:
             graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
-        f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
-        if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
-            f_s = torch.stack(
-                [
-                    aligned_sample_basis(ss, ts, si, ti).float()
-                    for ss, ts, si, ti in zip(s_specs, t_specs, s_img, t_img)
-                ]
-            )
-        else:
-            f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
-        q, k = self.qk(*self.refine(f_t, f_s, graphs, (t_img.shape[-2:], s_img.shape[-2:])))
+        q, k = self.head_rows(t_img, s_img, t_specs, s_specs, graphs, views)
         q, k = self.pyramid(q, k, t_img, s_img, graphs, views)
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
@@ -306,6 +296,29 @@ class SpectralShader(nn.Module):
             target_allowed=target_mask,
             sample_allowed=sample_mask,
         )
+
+    def head_rows(
+        self,
+        t_img: Tensor,
+        s_img: Tensor,
+        t_specs: list[Spectrum] | None,
+        s_specs: list[Spectrum] | None,
+        graphs: PairGraphs | None,
+        views: list[View] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """One pyramid level's Q (B, n_t, d) and K (B, n_s, d): both images' tokens, the
+        stack's layers and the head's projections."""
+        f_t = self.encode(t_img, t_specs)  # (B, n_t, d)
+        if self.config.attention.qk_init == "fmap":  # sample basis carried into the target's
+            f_s = torch.stack(
+                [
+                    aligned_sample_basis(ss, ts, si, ti).float()
+                    for ss, ts, si, ti in zip(s_specs, t_specs, s_img, t_img)
+                ]
+            )
+        else:
+            f_s = self.encode(s_img, s_specs, views)  # (B, n_s, d)
+        return self.qk(*self.refine(f_t, f_s, graphs, (t_img.shape[-2:], s_img.shape[-2:])))
 
     def refine(
         self,
@@ -349,8 +362,7 @@ class SpectralShader(nn.Module):
                 break
             t_img, s_img = resize(target, small[0]), resize(sample, small[1])
             coarse = None if graphs is None else graphs.pooled(2**level)
-            f_t, f_s = self.encode(t_img, None), self.encode(s_img, None, views)
-            q_c, k_c = self.qk(*self.refine(f_t, f_s, coarse, small))  # (B, n', d)
+            q_c, k_c = self.head_rows(t_img, s_img, None, None, coarse, views)  # (B, n', d)
             qs.append(F.normalize(upsampled(q_c, small[0], shapes[0]), dim=-1))
             ks.append(F.normalize(upsampled(k_c, small[1], shapes[1]), dim=-1))
         if len(qs) == 1:
