@@ -15,6 +15,9 @@ from torch import Tensor
 from spectral_resnet import segments
 from spectral_resnet.attention import ProjectedAttention
 from spectral_resnet.config import PasteConfig
+from spectral_resnet.stack import coarse_shape, upsampled
+
+EVIDENCE_STRIDE = 2  # the confidence's grid: every other target row and column
 
 
 @dataclass(frozen=True)
@@ -72,17 +75,34 @@ class PairContext:
         boundary everywhere, the attention's confidence (its largest weight), so seeds go
         where one sample structure matches clearly."""
         c = self.cross
-        if c.kernel.kernel == "softmax":  # only where the target has boundary: elsewhere 0
-            evidence = torch.zeros_like(self.target_boundary)  # (B, n_t)
-            for i, on in enumerate(self.target_boundary > 0):  # line art: a tenth of the pixels
-                if on.any():
-                    q, k = c.q[i : i + 1, on], c.k[i : i + 1]
-                    boundary = self.sample_boundary[i : i + 1]
-                    evidence[i, on] = c.kernel.confidence(q, k, c.scale, boundary)[0]
+        if c.kernel.kernel == "softmax":
+            evidence = self.confidence_map()
         else:
             evidence = self.retrieved[..., 3].clamp_min(0)
         act = evidence * self.target_boundary
         return act / act.amax(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def confidence_map(self) -> Tensor:
+        """The softmax attention's confidence for every target token, (B, n_t): computed on
+        every other row and column (at each coarse cell's first pixel), and only in cells
+        that a boundary pixel's bilinear read reaches, then upsampled bilinearly. It varies
+        over the stem's reach, not pixel to pixel, and the scores against every key are
+        the pass's largest product: a quarter of them (docs/benchmarks.md)."""
+        c, (h, w) = self.cross, self.work_shape
+        coarse = coarse_shape((h, w), EVIDENCE_STRIDE)
+        on = (self.target_boundary > 0).unflatten(1, (h, w))[:, None].float()  # (B, 1, h, w)
+        cells = F.max_pool2d(on, EVIDENCE_STRIDE, ceil_mode=True)  # cells holding boundary
+        cells = F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0  # (B, h', w') + the ring
+        rows = torch.arange(0, h, EVIDENCE_STRIDE, device=on.device)  # (h',)
+        cols = torch.arange(0, w, EVIDENCE_STRIDE, device=on.device)
+        pixel = (rows[:, None] * w + cols).flatten()  # (h' w',) each cell's first token
+        grid = torch.zeros(cells.shape, dtype=c.q.dtype, device=c.q.device).flatten(1)
+        for i, cell in enumerate(cells.flatten(1)):  # line art: a few cells in ten
+            if cell.any():
+                q = c.q[i : i + 1, pixel[cell]]  # (1, m, d)
+                boundary = self.sample_boundary[i : i + 1]
+                grid[i, cell] = c.kernel.confidence(q, c.k[i : i + 1], c.scale, boundary)[0]
+        return upsampled(grid[..., None], coarse, (h, w))[..., 0]
 
     @cached_property
     def activation(self) -> Tensor:

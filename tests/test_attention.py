@@ -31,30 +31,42 @@ def test_chunked_softmax_equals_full_softmax():
     assert torch.allclose(attn.confidence(q, k, scale, None), full.amax(-1), atol=1e-6)
 
 
-def test_evidence_skips_flat_target_pixels_exactly():
-    """The softmax confidence is computed only where the target has boundary; elsewhere the
-    activation is 0 either way, so skipping it changes nothing."""
+def test_evidence_is_the_half_grid_confidence_upsampled_and_skips_cells_out_of_reach():
+    """The softmax evidence: the confidence at each 2x2 cell's first pixel, upsampled
+    bilinearly, times the target's boundary. Cells no boundary pixel reads are never
+    scored: NaN queries there leave it finite."""
+    import torch.nn.functional as F
+
     from spectral_resnet.attention import ProjectedAttention
     from spectral_resnet.context import PairContext
 
     g = torch.Generator().manual_seed(3)
-    q, k = torch.randn(2, 30, 5, generator=g), torch.randn(2, 20, 5, generator=g)
-    boundary = torch.rand(2, 30, generator=g) * (torch.rand(2, 30, generator=g) > 0.6)
-    boundary[1] = 0  # a flat target: no activation, no confidence computed
+    h, w = 9, 12
+    q, k = torch.randn(2, h * w, 5, generator=g), torch.randn(2, 20, 5, generator=g)
+    boundary = torch.zeros(2, h, w)
+    boundary[0, :4, :5] = torch.rand(4, 5, generator=g) + 0.1  # the top left corner only
+    far = torch.zeros(h, w, dtype=torch.bool)
+    far[:, 8:] = True  # cells 4 and 5 (pixels 8-11): two cells from any boundary
+    q_nan = torch.where(far.flatten()[None, :, None], torch.nan, q)
     attn = SpectralAttention(kernel="softmax", chunk=8)
     ctx = PairContext(
-        cross=ProjectedAttention(q, k, torch.tensor(4.0), attn),
+        cross=ProjectedAttention(q_nan, k, torch.tensor(4.0), attn),
         **dict.fromkeys(["sample_values", "target", "sample"]),
-        target_boundary=boundary,
+        target_boundary=boundary.flatten(1),  # the second image flat: no evidence at all
         sample_boundary=torch.rand(2, 20, generator=g),
-        work_shape=(5, 6),
+        work_shape=(h, w),
         sample_shape=(4, 5),
         sample_labels=None,
     )
-    dense = attn.confidence(q, k, torch.tensor(4.0), None) * boundary
-    dense = dense / dense.amax(1, keepdim=True).clamp_min(1e-12)
-    assert torch.allclose(ctx.evidence, dense, atol=1e-6)
-    assert (ctx.evidence[boundary == 0] == 0).all() and ctx.evidence[0].max() == 1
+    dense = attn.confidence(q, k, torch.tensor(4.0), None).unflatten(1, (h, w))  # (2, h, w)
+    cells = dense[:, ::2, ::2]  # (2, 5, 6): each cell's first pixel
+    up = F.interpolate(cells[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    act = (up * boundary).flatten(1)
+    expected = act / act.amax(1, keepdim=True).clamp_min(1e-12)
+    assert torch.isfinite(ctx.evidence).all()
+    assert torch.allclose(ctx.evidence, expected, atol=1e-6)
+    assert ctx.evidence[0].max() == 1 and (ctx.evidence[1] == 0).all()
+    assert (ctx.evidence[0][boundary[0].flatten() == 0] == 0).all()
 
 
 def test_linear_kernel_equals_explicit_product():
