@@ -395,6 +395,9 @@ class InferConfig:
     device: str = "cpu"  # cpu | cuda | cuda:N
     max_pixels: int = 4096 * 4096  # decompression-bomb guard (pixels per input image)
     threads: int | None = None  # torch CPU threads; null: torch's default
+    # direction=both on a Linux CPU with 2 or 3 threads: the reverse runs on one of them, in
+    # a process forked beside the forward (spectral_resnet.directions)
+    parallel: bool = True
     progress: bool = True
 
     def __post_init__(self):

@@ -29,6 +29,7 @@ from spectral_resnet.cli import (
     shader_config,
     write_json,
 )
+from spectral_resnet.directions import can_fork, side_by_side
 from spectral_resnet.io import (
     ImageError,
     encode_image,
@@ -36,7 +37,7 @@ from spectral_resnet.io import (
     save_image,
     to_uint8,
 )
-from spectral_resnet.model import CheckpointError, SpectralShader
+from spectral_resnet.model import CheckpointError, SpectralShader, working_spectrum
 from spectral_resnet.runs import notice, pair_masks, shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
@@ -118,6 +119,9 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     device = run_device(cfg)
     target_path = Path(cfg.target) if cfg.target else ASSETS / "toof.png"
     sample_path = Path(cfg.sample) if cfg.sample else ASSETS / "tone.png"
+    directions = run_directions(cfg.direction, target_path, sample_path)
+    threads = torch.get_num_threads()
+    beside = cfg.parallel and len(directions) == 2 and can_fork(device, threads)
     images = {p: load_image(p, max_pixels=cfg.max_pixels) for p in (target_path, sample_path)}
     masks = pair_masks(
         {"target": target_path, "sample": sample_path},
@@ -132,21 +136,53 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         "model": shader.config.to_dict(),  # what ran: a checkpoint's architecture included
         "runs": [],
     }
-    encoding: dict[str, Future] = {}  # file -> its bytes, encoded while the next direction runs
+
+    solved: dict[int, float] = {}  # direction -> seconds its process solved a spectrum first
+
+    def solve(index: int) -> None:
+        """The spectrum of a direction's target, solved before it runs beside the other."""
+        start = time.perf_counter()
+        working_spectrum(shader.config, images[directions[index][1]])
+        solved[index] = time.perf_counter() - start
+
+    def direction(index: int, line: int = 0) -> tuple[dict, dict]:
+        """One direction's pictures (file -> image) and run.json entry, whose timings count
+        the spectrum solved before it."""
+        name, t_path, s_path = directions[index]
+        images_t, images_s = images[t_path][None], images[s_path][None]
+        made, entry = shade(
+            shader, images_t, images_s, name, t_path, s_path, device, cfg.progress, masks, line
+        )
+        timings = entry["timings_s"]
+        for key in ("spectra", "total"):
+            timings[key] = round(timings[key] + solved.get(index, 0.0), 4)
+        return made, entry
+
+    encoding: dict[str, Future | bytes] = {}  # file -> its bytes, or their encoding under way
     pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
     try:
-        for name, t_path, s_path in run_directions(cfg.direction, target_path, sample_path):
-            images_t, images_s = images[t_path][None], images[s_path][None]
-            made, entry = shade(
-                shader, images_t, images_s, name, t_path, s_path, device, cfg.progress, masks
+        if beside:  # the reverse in a process of its own, which encodes its own pictures
+            done = side_by_side(
+                lambda: direction(0),
+                lambda: encoded(*direction(1, line=1)),
+                lambda: solve(0),
+                lambda: solve(1),
+                threads,
             )
+        else:  # one after the other, each one's pictures encoded while the next runs
+            done = (direction(index) for index in range(len(directions)))
+        for made, entry in done:
             for file, image in made.items():
-                encoding[file] = pool.submit(encode_image, to_uint8(image), Path(file).suffix)
+                encoding[file] = (
+                    image
+                    if isinstance(image, bytes)
+                    else pool.submit(encode_image, to_uint8(image), Path(file).suffix)
+                )
             del made  # its float pictures, while the next direction runs
             report["runs"].append(entry)
             if line := notice(entry):
                 print(f"infer.py: note: {line}", file=sys.stderr)
-        files = {file: job.result() for file, job in encoding.items()}
+        files = {f: job if isinstance(job, bytes) else job.result() for f, job in encoding.items()}
     finally:
         pool.shutdown(cancel_futures=True)  # Ctrl-C: no more encoding than is under way
 
@@ -162,6 +198,16 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
             path.unlink(missing_ok=True)
         raise UsageError(f"cannot write into {out_dir}: {err.strerror or err}") from None
     return out_dir, written
+
+
+def encoded(pictures: dict, entry: dict) -> tuple[dict[str, bytes], dict]:
+    """A direction's pictures as their files' bytes (two encoders at a time), with its
+    entry: what a forked direction sends back, a tenth of the floats' size."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        data = pool.map(
+            lambda item: encode_image(to_uint8(item[1]), Path(item[0]).suffix), pictures.items()
+        )
+        return dict(zip(pictures, data)), entry
 
 
 def cli_main(cfg: DictConfig) -> int:

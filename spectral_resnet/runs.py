@@ -47,13 +47,17 @@ def shade(
     device,
     progress=False,
     masks: dict[Path, torch.Tensor | None] | None = None,
+    line: int = 0,
 ):
     """One direction, named `name`: shade `target` (1, 3, H, W) with `sample`, render every
     picture in memory; returns (file name -> image, the run's run.json entry). masks: each
-    image's mask (H, W) bool by its path, if it has one."""
+    image's mask (H, W) bool by its path, if it has one. line: the progress bar's line (1:
+    below another direction's, run beside it)."""
     masks = masks or {}
     t_mask, s_mask = (masks.get(p) for p in (t_path, s_path))
-    bar = tqdm(total=len(shader.blocks), desc=name, unit="block", disable=not progress)
+    bar = tqdm(
+        total=len(shader.blocks), desc=name, unit="block", disable=not progress, position=line
+    )
     try:  # closed on Ctrl-C too, so the message after it starts a line of its own
         with torch.no_grad():
             out = shader(

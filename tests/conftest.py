@@ -76,7 +76,9 @@ def interrupt():
     interpreter's start-up, gets it), drain the rest: (exit code, all output). The output is
     read all along, so a chatty program never blocks on a full pipe."""
 
-    def run(cmd: list[str], marker: bytes, env: dict, timeout: float = 300.0):
+    def run(cmd: list[str], marker: bytes, env: dict, timeout: float = 300.0, group=False):
+        """group: SIGINT to the command's whole process group, as a terminal's Ctrl-C; no
+        process of the group may outlive the command (a forked child it left running)."""
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -85,6 +87,7 @@ def interrupt():
             # a runner started in the background (`nohup ... &`) ignores SIGINT, and a child
             # would inherit that: Python then never raises KeyboardInterrupt
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            start_new_session=group,
         )
         try:
             seen, deadline = b"", time.monotonic() + timeout
@@ -95,8 +98,14 @@ def interrupt():
                         break
                     seen += chunk
             assert marker in seen, seen.decode(errors="replace")[-3000:]
-            proc.send_signal(signal.SIGINT)
+            if group:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGINT)
             rest, _ = proc.communicate(timeout=timeout)
+            if group:
+                with pytest.raises(ProcessLookupError):
+                    os.killpg(proc.pid, 0)
             return proc.returncode, (seen + rest).decode(errors="replace")
         finally:
             if proc.poll() is None:  # a failed test leaves nothing running

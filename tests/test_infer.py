@@ -312,19 +312,22 @@ def test_temp_files_a_killed_run_left_are_cleaned_by_the_next(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt):
+@pytest.mark.parametrize("group", [False, True], ids=["to infer.py", "to its process group"])
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt, group):
     """SIGINT while shading (the first block is done: Python, torch and Hydra are loaded, and
     the bar is not still being drawn): exit 130, one line of ours, no traceback, no output
-    dir."""
+    dir, and no process left of the reverse direction, which runs beside the forward on two
+    threads: sent to infer.py alone, or to the group as a terminal's Ctrl-C is."""
     for name in ("t", "s"):
         small_png(tmp_path / f"{name}.png", size=(512, 512))
     out = tmp_path / "out"
     env = dict(os.environ, SPECTRAL_RESNET_CACHE=str(tmp_path / "cache"))  # cold: slow enough
     code, text = interrupt(
         [sys.executable, str(ROOT / "infer.py"), f"target={tmp_path / 't.png'}"]
-        + [f"sample={tmp_path / 's.png'}", f"output_dir={out}", "progress=true"],
+        + [f"sample={tmp_path / 's.png'}", f"output_dir={out}", "progress=true", "threads=2"],
         b"1/4",
         env,
+        group=group,
     )
     assert code == 130, text
     ours = [line for line in text.replace("\r", "\n").splitlines() if "infer.py:" in line]
