@@ -160,26 +160,31 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
 
     encoding: dict[str, Future | bytes] = {}  # file -> its bytes, or their encoding under way
     pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
+
+    def collect(made: dict, entry: dict) -> None:
+        """A direction's entry, and its pictures' encoding started (or their bytes)."""
+        for file, image in made.items():
+            encoding[file] = (
+                image
+                if isinstance(image, bytes)
+                else pool.submit(encode_image, to_uint8(image), Path(file).suffix)
+            )
+        report["runs"].append(entry)
+
     try:
         if beside:  # the reverse in a process of its own, which encodes its own pictures
-            done = side_by_side(
-                lambda: direction(0),
+            _, theirs = side_by_side(
+                lambda: collect(*direction(0)),  # encoded while the other runs
                 lambda: encoded(*direction(1, line=1)),
                 lambda: solve(0),
                 lambda: solve(1),
                 threads,
             )
+            collect(*theirs)
         else:  # one after the other, each one's pictures encoded while the next runs
-            done = (direction(index) for index in range(len(directions)))
-        for made, entry in done:
-            for file, image in made.items():
-                encoding[file] = (
-                    image
-                    if isinstance(image, bytes)
-                    else pool.submit(encode_image, to_uint8(image), Path(file).suffix)
-                )
-            del made  # its float pictures, while the next direction runs
-            report["runs"].append(entry)
+            for index in range(len(directions)):
+                collect(*direction(index))
+        for entry in report["runs"]:
             if line := notice(entry):
                 print(f"infer.py: note: {line}", file=sys.stderr)
         files = {f: job if isinstance(job, bytes) else job.result() for f, job in encoding.items()}
