@@ -58,6 +58,26 @@ def test_demo_run_writes_every_picture_and_a_report(tmp_path):
     assert (result - load_image(ROOT / "assets" / "toof.png")).abs().max() > 0.2  # it did paste
 
 
+def test_both_directions_beside_each_other_write_what_one_after_the_other_does(tmp_path):
+    """parallel=true (the reverse in a forked child, on one thread) and parallel=false (one
+    after the other, on two) write the same files, seeds and pastes, and pictures within
+    1/255 (the thread counts round differently)."""
+    runs = {}
+    for parallel in ("true", "false"):
+        out = tmp_path / parallel
+        cfg = config([f"output_dir={out}", "progress=false", "threads=2", f"parallel={parallel}"])
+        assert cli_main(cfg) == 0
+        runs[parallel] = out
+    a, b = runs["true"], runs["false"]
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    reports = [json.loads((d / "run.json").read_text())["runs"] for d in (a, b)]
+    for key in ("output", "seeds", "pastes", "splits", "sample_view"):
+        assert [r[key] for r in reports[0]] == [r[key] for r in reports[1]], key
+    for file in a.glob("*.png"):
+        diff = np.abs(np.asarray(Image.open(file), int) - np.asarray(Image.open(b / file.name)))
+        assert diff.max() <= 1, file.name
+
+
 def test_forward_only_and_names_follow_the_inputs(tmp_path):
     t = small_png(tmp_path / "left.png")
     s = small_png(tmp_path / "right.jpg")
