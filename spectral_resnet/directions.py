@@ -51,9 +51,12 @@ def side_by_side(
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the child: never returns
-        mine.close()
-        child(theirs, there, solve_there)
+    if pid == 0:  # the child: never returns, whatever is raised in it
+        try:
+            mine.close()
+            child(theirs, there, solve_there)
+        finally:
+            os._exit(1)
     theirs.close()
     try:
         torch.set_num_threads(max(1, threads - 1))
@@ -90,6 +93,9 @@ def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], objec
     """The forked process, on one thread: solve, meet, shade, send the result back and
     leave at once (os._exit: the parent's atexit handlers, buffers and Hydra's job are not
     the child's)."""
+    # Ctrl-C reaches the whole process group: the parent reports it, the child just leaves
+    # (wherever it is, so a KeyboardInterrupt never unwinds into the parent's code)
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     code = 0
     try:
         torch.set_num_threads(1)
@@ -97,8 +103,6 @@ def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], objec
         sock.sendall(MET)
         sock.recv(len(MET))
         reply = (True, there())
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports
-        os._exit(130)
     except BaseException as err:  # noqa: BLE001 -- every failure goes to the parent
         reply = (False, err)
     try:

@@ -1,6 +1,7 @@
 """Both directions side by side: the reverse in a forked child (spectral_resnet.directions)."""
 
 import os
+import signal
 import sys
 import time
 
@@ -67,6 +68,21 @@ def test_a_child_that_dies_is_one_error(threads):
         side_by_side(lambda: 1, lambda: os.kill(os.getpid(), 9), lambda: None, lambda: None, 2)
     with pytest.raises(RuntimeError, match=r"ended without a result \(exit code 3\)"):
         side_by_side(lambda: 1, lambda: None, lambda: None, lambda: os._exit(3), 2)
+
+
+def test_a_ctrl_c_in_the_child_ends_it_where_it_is(threads):
+    """SIGINT in the child (a terminal's Ctrl-C reaches both) exits it at once with 130: no
+    KeyboardInterrupt unwinds into the code it shares with this process."""
+
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)  # never reached: the handler has exited
+        return "finished"
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"ended without a result \(exit code 130\)"):
+        side_by_side(lambda: 1, interrupted, lambda: None, lambda: None, threads=2)
+    assert time.monotonic() - start < 20
 
 
 def test_an_error_here_kills_the_child_and_leaves_no_process(tmp_path, threads):
