@@ -1,5 +1,5 @@
 """Both directions of a pair at once: the reverse runs in a process forked beside this one,
-each process on half the threads.
+on one thread, and this process keeps the others.
 
 A direction is mostly serial work (the eigensolve, labelling, scipy) between torch ops too
 small to keep two threads busy, so two directions side by side finish sooner than one

@@ -141,9 +141,9 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
 
     def solve(index: int) -> None:
         """The spectrum of a direction's target, solved before it runs beside the other."""
-        start = time.perf_counter()
+        began = time.perf_counter()
         working_spectrum(shader.config, images[directions[index][1]])
-        solved[index] = time.perf_counter() - start
+        solved[index] = time.perf_counter() - began
 
     def direction(index: int, line: int = 0) -> tuple[dict, dict]:
         """One direction's pictures (file -> image) and run.json entry, whose timings count
