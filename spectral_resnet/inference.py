@@ -140,7 +140,10 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
     solved: dict[int, float] = {}  # direction -> seconds its process solved a spectrum first
 
     def solve(index: int) -> None:
-        """The spectrum of a direction's target, solved before it runs beside the other."""
+        """The spectrum of a direction's target, solved before it runs beside the other and
+        left in the cache for it (without a cache each direction solves its own)."""
+        if not shader.config.spectrum.cache:
+            return
         began = time.perf_counter()
         working_spectrum(shader.config, images[directions[index][1]])
         solved[index] = time.perf_counter() - began

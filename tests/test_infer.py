@@ -58,14 +58,18 @@ def test_demo_run_writes_every_picture_and_a_report(tmp_path):
     assert (result - load_image(ROOT / "assets" / "toof.png")).abs().max() > 0.2  # it did paste
 
 
-def test_both_directions_beside_each_other_write_what_one_after_the_other_does(tmp_path):
+@pytest.mark.parametrize("cache", ["true", "false"])
+def test_both_directions_beside_each_other_write_what_one_after_the_other_does(tmp_path, cache):
     """parallel=true (the reverse in a forked child, on one thread) and parallel=false (one
     after the other, on two) write the same files, seeds and pastes, and pictures within
-    1/255 (the thread counts round differently)."""
+    1/255 (the thread counts round differently); with the spectrum cache or without."""
     runs = {}
     for parallel in ("true", "false"):
         out = tmp_path / parallel
-        cfg = config([f"output_dir={out}", "progress=false", "threads=2", f"parallel={parallel}"])
+        cfg = config(
+            [f"output_dir={out}", "progress=false", "threads=2", f"parallel={parallel}"]
+            + [f"model.spectrum.cache={cache}"]
+        )
         assert cli_main(cfg) == 0
         runs[parallel] = out
     a, b = runs["true"], runs["false"]
