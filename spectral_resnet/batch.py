@@ -37,7 +37,7 @@ from spectral_resnet.io import (
     save_image,
 )
 from spectral_resnet.model import working_spectrum
-from spectral_resnet.runs import notice, shade
+from spectral_resnet.runs import encode_all, notice, shade
 
 FAILURE_FIELDS = ("name", "target", "sample", "error")
 RESERVED = ("summary.json", "grid.png")  # the batch's own files: no pair folder takes their name
@@ -298,8 +298,8 @@ def run_batch(cfg: DictConfig, shader, device, out_dir: Path) -> dict:
                 pictures, entry = shade(
                     shader, target, sample, name, t_path, s_path, device, masks=masks
                 )
-                for file, image in pictures.items():
-                    save_image(image, staging / file)
+                for file, data in encode_all(pictures).items():
+                    save_image(data, staging / file)
                 thumbs.append(thumbnail(pictures[entry["output"]]))
                 entries.append(entry)
                 bar.update(1)

@@ -32,13 +32,11 @@ from spectral_resnet.cli import (
 from spectral_resnet.directions import can_fork, side_by_side
 from spectral_resnet.io import (
     ImageError,
-    encode_image,
     load_image,
     save_image,
-    to_uint8,
 )
 from spectral_resnet.model import CheckpointError, SpectralShader, working_spectrum
-from spectral_resnet.runs import notice, pair_masks, shade
+from spectral_resnet.runs import encode_all, notice, pair_masks, shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -161,23 +159,22 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
             timings[key] = round(timings[key] + solved.get(index, 0.0), 4)
         return made, entry
 
-    encoding: dict[str, Future | bytes] = {}  # file -> its bytes, or their encoding under way
+    pending: dict[str, Future | bytes] = {}  # file -> its bytes, or their encoding under way
     pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
 
-    def collect(made: dict, entry: dict) -> None:
-        """A direction's entry, and its pictures' encoding started (or their bytes)."""
-        for file, image in made.items():
-            encoding[file] = (
-                image
-                if isinstance(image, bytes)
-                else pool.submit(encode_image, to_uint8(image), Path(file).suffix)
-            )
+    def collect(files: dict, entry: dict) -> None:
+        """A direction's entry, and its files: their bytes, or their encoding under way."""
+        pending.update(files)
         report["runs"].append(entry)
+
+    def started(made: dict, entry: dict) -> tuple[dict, dict]:
+        """A direction's pictures put to the encoders, with its entry."""
+        return encode_all(made, pool.submit), entry
 
     try:
         if beside:  # the reverse in a process of its own, which encodes its own pictures
             _, theirs = side_by_side(
-                lambda: collect(*direction(0)),  # encoded while the other runs
+                lambda: collect(*started(*direction(0))),  # encoded while the other runs
                 lambda: encoded(*direction(1, line=1)),
                 lambda: solve(0),
                 lambda: solve(1),
@@ -186,11 +183,11 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
             collect(*theirs)
         else:  # one after the other, each one's pictures encoded while the next runs
             for index in range(len(directions)):
-                collect(*direction(index))
+                collect(*started(*direction(index)))
         for entry in report["runs"]:
             if line := notice(entry):
                 print(f"infer.py: note: {line}", file=sys.stderr)
-        files = {f: job if isinstance(job, bytes) else job.result() for f, job in encoding.items()}
+        files = {f: job if isinstance(job, bytes) else job.result() for f, job in pending.items()}
     finally:
         pool.shutdown(cancel_futures=True)  # Ctrl-C: no more encoding than is under way
 
@@ -212,10 +209,8 @@ def encoded(pictures: dict, entry: dict) -> tuple[dict[str, bytes], dict]:
     """A direction's pictures as their files' bytes (two encoders at a time), with its
     entry: what a forked direction sends back, a tenth of the floats' size."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        data = pool.map(
-            lambda item: encode_image(to_uint8(item[1]), Path(item[0]).suffix), pictures.items()
-        )
-        return dict(zip(pictures, data)), entry
+        files = encode_all(pictures, pool.submit)
+        return {file: job.result() for file, job in files.items()}, entry
 
 
 def cli_main(cfg: DictConfig) -> int:

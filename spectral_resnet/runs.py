@@ -4,6 +4,8 @@ run.json entry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -11,7 +13,7 @@ from tqdm import tqdm
 
 from spectral_resnet import viz
 from spectral_resnet.context import Outcome
-from spectral_resnet.io import image_mask
+from spectral_resnet.io import encode_image, image_mask, to_uint8
 
 
 def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tensor]:
@@ -19,7 +21,11 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
     [0, 1] or (the seeds overlay) uint8."""
     prefix = f"{name}_{pattern}"
     pictures = {f"{prefix}.png": out.image[0]}
-    heatmaps = [viz.heatmap(act[0, 0]) for act in out.activations]
+    drawn: dict[int, torch.Tensor] = {}  # the paste blocks of a pass share one activation
+    for act in out.activations:
+        if id(act) not in drawn:
+            drawn[id(act)] = viz.heatmap(act[0, 0])
+    heatmaps = [drawn[id(act)] for act in out.activations]
     for i, heat in enumerate(heatmaps):
         pictures[f"{prefix}_act{i}_{pattern[i]}.png"] = heat
     masks = [m for block in out.pastes for m in block.masks[0]]  # (H, W) each, seed order
@@ -35,6 +41,23 @@ def render(name: str, target, sample, out, pattern: str) -> dict[str, torch.Tens
         ]
     )
     return pictures
+
+
+def encode_all(
+    pictures: dict[str, torch.Tensor], submit: Callable[..., Future] | None = None
+) -> dict[str, bytes | Future]:
+    """Each picture's file bytes, a picture that several files show (the activation maps of
+    a pass's paste blocks) encoded once. submit: an executor's, to encode in its threads
+    (then the values are futures)."""
+    done: dict[tuple[int, str], bytes | Future] = {}
+    files = {}
+    for file, image in pictures.items():
+        key = (id(image), Path(file).suffix)
+        if key not in done:
+            job = (encode_image, to_uint8(image), key[1])
+            done[key] = submit(*job) if submit is not None else job[0](*job[1:])
+        files[file] = done[key]
+    return files
 
 
 def shade(

@@ -70,6 +70,15 @@ def view_pair():
     return make
 
 
+@pytest.fixture(autouse=True)
+def cold_spectrum_memory():
+    """Each test starts with the process's spectrum cache empty in memory: a spectrum that
+    one test solved (the same picture, the same options) never answers another's solves."""
+    from spectral_resnet.spectral import spectrum
+
+    spectrum._DEFAULT_CACHE.memory.clear()
+
+
 @pytest.fixture
 def interrupt():
     """Run a command, send SIGINT once `marker` shows in its output (so the program, not the

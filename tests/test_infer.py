@@ -509,3 +509,26 @@ def test_masks_from_the_command_line_follow_their_image(tmp_path):
     Image.new("L", (30, 10), 255).save(tmp_path / "thin.png")
     code, _ = run_cli(tmp_path, f"sample_mask={tmp_path / 'thin.png'}")
     assert code == 2
+
+
+def test_a_picture_that_several_files_show_is_encoded_once():
+    """The paste blocks of a pass share one activation: its heatmap is drawn and encoded
+    once for the four act*.png files, and the bytes are encode_image's."""
+    from concurrent.futures import Future
+
+    from spectral_resnet.io import encode_image, to_uint8
+    from spectral_resnet.runs import encode_all
+
+    heat, out = torch.rand(3, 8, 8), torch.rand(3, 8, 8)
+    calls = []
+
+    def submit(fn, *args):
+        calls.append(args)
+        job = Future()
+        job.set_result(fn(*args))
+        return job
+
+    files = encode_all({"out.png": out, "act0.png": heat, "act1.png": heat}, submit)
+    assert len(calls) == 2 and files["act0.png"] is files["act1.png"]
+    assert files["act1.png"].result() == encode_image(to_uint8(heat), ".png")
+    assert encode_all({"out.png": out})["out.png"] == encode_image(to_uint8(out), ".png")
