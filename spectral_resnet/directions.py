@@ -31,6 +31,10 @@ R = TypeVar("R")
 MET = b"m"  # "my spectrum is solved": each process sends it once, before shading
 
 
+class ChildLost(RuntimeError):
+    """The forked direction ended without sending its result (killed, or out of memory)."""
+
+
 def can_fork(device: torch.device, threads: int) -> bool:
     """Whether two directions run side by side: on a Linux CPU with two or three threads."""
     return device.type == "cpu" and threads in (2, 3) and sys.platform.startswith("linux")
@@ -77,12 +81,14 @@ def side_by_side(
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     if reply is None:
-        how = (
-            f"signal {os.WTERMSIG(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exit code {os.WEXITSTATUS(status)}"
+        killed = os.WIFSIGNALED(status)
+        how = f"signal {os.WTERMSIG(status)}" if killed else f"exit code {os.WEXITSTATUS(status)}"
+        if killed and os.WTERMSIG(status) == signal.SIGKILL:
+            how += ", out of memory?"
+        raise ChildLost(
+            f"the reverse direction's process ended without a result ({how}); parallel=false "
+            "runs the directions one after the other, in about two thirds of the memory"
         )
-        raise RuntimeError(f"the reverse direction's process ended without a result ({how})")
     ok, value = reply
     if not ok:
         raise value

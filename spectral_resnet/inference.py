@@ -29,7 +29,7 @@ from spectral_resnet.cli import (
     shader_config,
     write_json,
 )
-from spectral_resnet.directions import can_fork, side_by_side
+from spectral_resnet.directions import ChildLost, can_fork, side_by_side
 from spectral_resnet.io import (
     ImageError,
     load_image,
@@ -226,7 +226,7 @@ def cli_main(cfg: DictConfig) -> int:
     except BatchStopped as stop:  # Ctrl-C or a full disk: the finished pairs stay
         print(f"infer.py: {stop}", file=sys.stderr)
         return 130 if stop.interrupted else 2
-    except (ImageError, UsageError, CheckpointError, ValueError) as err:
+    except (ImageError, UsageError, CheckpointError, ValueError, ChildLost) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
         remove_failed_run_dir(hydra_dir, default=not cfg.output_dir)
         return 2

@@ -532,3 +532,23 @@ def test_a_picture_that_several_files_show_is_encoded_once():
     assert len(calls) == 2 and files["act0.png"] is files["act1.png"]
     assert files["act1.png"].result() == encode_image(to_uint8(heat), ".png")
     assert encode_all({"out.png": out})["out.png"] == encode_image(to_uint8(out), ".png")
+
+
+def test_a_lost_reverse_direction_is_one_line_exit_2_and_no_files(tmp_path, monkeypatch, capsys):
+    """The forked direction killed (the kernel's OOM killer, say): one line with the fix,
+    exit code 2, nothing written."""
+    import spectral_resnet.inference as inference
+    from spectral_resnet.directions import ChildLost
+
+    def lost(*args, **kwargs):
+        raise ChildLost("the reverse direction's process ended without a result (signal 9)")
+
+    monkeypatch.setattr(inference, "side_by_side", lost)
+    out = tmp_path / "out"
+    cfg = config([f"output_dir={out}", "progress=false", "threads=2"])
+    assert cli_main(cfg) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "infer.py: error: the reverse direction's process ended without a result (signal 9)"
+    ]
+    assert not out.exists()
