@@ -113,9 +113,11 @@ def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], objec
         reply = (False, err)
     try:
         data = pickle.dumps(reply)
-        pickle.loads(data)  # an exception whose arguments do not rebuild it fails here
+        if not reply[0]:  # an exception whose arguments do not rebuild it fails here
+            pickle.loads(data)
     except Exception:  # noqa: BLE001
-        text = f"{type(reply[1]).__name__}: {reply[1]}"
+        ok, value = reply
+        text = "its result cannot be pickled" if ok else f"{type(value).__name__}: {value}"
         data = pickle.dumps((False, RuntimeError(f"the reverse direction failed: {text}")))
     try:
         sock.sendall(len(data).to_bytes(8, "little") + data)

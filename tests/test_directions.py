@@ -61,6 +61,8 @@ def test_an_error_in_the_child_is_raised_here(threads):
 
     with pytest.raises(RuntimeError, match="reverse direction failed: Odd: no room"):
         side_by_side(lambda: 1, odd, lambda: None, lambda: None, threads=2)
+    with pytest.raises(RuntimeError, match="reverse direction failed: its result cannot be"):
+        side_by_side(lambda: 1, lambda: lambda: 2, lambda: None, lambda: None, threads=2)
 
 
 def test_a_child_that_dies_is_one_error(threads):
