@@ -27,7 +27,7 @@ from spectral_resnet.cli import quick_exit, tune_process, write_json
 from spectral_resnet.config import INKS, ShaderConfig
 from spectral_resnet.io import ImageError, load_image, save_image
 from spectral_resnet.model import CheckpointError, SpectralShader
-from spectral_resnet.runs import notice, pair_masks, shade
+from spectral_resnet.runs import blocks_bar, notice, pair_masks, shade
 from spectral_resnet.weights import WEIGHTS, WeightsError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -80,17 +80,19 @@ def run_shader(
     t, s = ("target", "sample") if direction == "forward" else ("sample", "target")
     if progress is not None:
         progress(0.0, desc="spectra and attention")
-    pictures, entry = shade(
-        shader,
-        images[t][None],
-        images[s][None],
-        "app",
-        paths[t],
-        paths[s],
-        torch.device("cpu"),
-        progress=progress is not None,  # a tqdm bar over the blocks, which the page tracks
-        masks=masks,
-    )
+    # a tqdm bar over the blocks, which the page tracks
+    with blocks_bar("app", len(shader.blocks), progress is not None) as bar:
+        pictures, entry = shade(
+            shader,
+            images[t][None],
+            images[s][None],
+            "app",
+            paths[t],
+            paths[s],
+            torch.device("cpu"),
+            masks=masks,
+            tick=bar.update,
+        )
     out = Path(tempfile.mkdtemp(prefix="spectral_resnet_app_"))
     output = save_image(pictures[entry["output"]], out / "output.png")
     sheet = save_image(pictures[f"app_{shader.pattern}_sheet.png"], out / "sheet.png")

@@ -12,6 +12,9 @@ several threads hangs, so the child runs torch on one thread (as PyTorch's DataL
 workers do), and this process on the rest. Hence two or three threads: with more, one
 direction on all of them but one would wait for the other on one, so they run one after
 the other. Linux CPUs only (elsewhere, and on a GPU, one after the other too).
+
+The child writes nothing to the terminal: its progress comes here as ticks, so this
+process draws both bars and no line of the child's can land after this process's last.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pickle
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,6 +33,8 @@ import torch
 R = TypeVar("R")
 
 MET = b"m"  # "my spectrum is solved": each process sends it once, before shading
+TICK = b"t"  # the child's direction finished a step (a block): its bar is drawn here
+RESULT = b"r"  # followed by the pickled (ok, result or exception), its length first
 
 
 class ChildLost(RuntimeError):
@@ -42,15 +48,18 @@ def can_fork(device: torch.device, threads: int) -> bool:
 
 def side_by_side(
     here: Callable[[], R],
-    there: Callable[[], R],
+    there: Callable[[Callable[[], None]], R],
     solve_here: Callable[[], object],
     solve_there: Callable[[], object],
     threads: int,
+    tick: Callable[[], None] = lambda: None,
 ) -> tuple[R, R]:
-    """(here(), there()), there() run in a forked child: each process first solves its
-    spectrum (solve_*), they meet, then each shades. The child's result (or its exception)
-    comes back pickled; a Ctrl-C or an error here kills the child. threads: the count to
-    share out, one to the child (the module's docstring) and the rest here."""
+    """(here(), there(step)), there run in a forked child: each process first solves its
+    spectrum (solve_*), they meet, then each shades. Each step() the child calls runs tick()
+    here, so this process draws both progress bars: one writer to the terminal, whatever
+    either is doing when a Ctrl-C comes. The child's result (or its exception) comes back
+    pickled; a Ctrl-C or an error here kills the child. threads: the count to share out,
+    one to the child (the module's docstring) and the rest here."""
     mine, theirs = socket.socketpair()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -62,17 +71,18 @@ def side_by_side(
         finally:
             os._exit(1)
     theirs.close()
+    listener = Listener(mine, tick)
+    listener.start()
     try:
         torch.set_num_threads(max(1, threads - 1))
-        with mine:
-            solve_here()
-            try:
-                mine.sendall(MET)
-                mine.recv(len(MET))
-            except OSError:  # the child died first: its error comes below
-                pass
-            result = here()
-            reply = receive(mine)
+        solve_here()
+        try:
+            mine.sendall(MET)
+        except OSError:  # the child died first: its error comes below
+            pass
+        listener.met.wait()
+        result = here()
+        listener.join()
         _, status = os.waitpid(pid, 0)
         pid = 0
     finally:
@@ -80,7 +90,9 @@ def side_by_side(
         if pid:  # an error or a Ctrl-C here: the child's direction is not wanted
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    if reply is None:
+        listener.join()  # at the end of the stream, the child being gone: no tick after this
+        mine.close()
+    if listener.reply is None:
         killed = os.WIFSIGNALED(status)
         how = f"signal {os.WTERMSIG(status)}" if killed else f"exit code {os.WEXITSTATUS(status)}"
         if killed and os.WTERMSIG(status) == signal.SIGKILL:
@@ -89,13 +101,41 @@ def side_by_side(
             f"the reverse direction's process ended without a result ({how}); parallel=false "
             "runs the directions one after the other, in about two thirds of the memory"
         )
-    ok, value = reply
+    ok, value = listener.reply
     if not ok:
         raise value
     return result, value
 
 
-def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], object]):
+class Listener(threading.Thread):
+    """What the child sends, read as it comes: the meeting (met), each step (tick()), then
+    its reply, or None if it ended first."""
+
+    def __init__(self, sock: socket.socket, tick: Callable[[], None]):
+        super().__init__(daemon=True)
+        self.sock, self.tick = sock, tick
+        self.met = threading.Event()
+        self.reply: tuple[bool, object] | None = None
+
+    def run(self) -> None:
+        try:
+            while kind := read_exactly(self.sock, 1):
+                if kind == MET:
+                    self.met.set()
+                elif kind == TICK:
+                    self.tick()
+                elif kind == RESULT:
+                    head = read_exactly(self.sock, 8)
+                    data = head and read_exactly(self.sock, int.from_bytes(head, "little"))
+                    self.reply = pickle.loads(data) if data else None
+                    return
+        finally:
+            self.met.set()  # a child that died before the meeting: here goes on to its error
+
+
+def child(
+    sock: socket.socket, there: Callable[[Callable[[], None]], R], solve: Callable[[], object]
+):
     """The forked process, on one thread: solve, meet, shade, send the result back and
     leave at once (os._exit: the parent's atexit handlers, buffers and Hydra's job are not
     the child's)."""
@@ -108,7 +148,7 @@ def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], objec
         solve()
         sock.sendall(MET)
         sock.recv(len(MET))
-        reply = (True, there())
+        reply = (True, there(lambda: sock.sendall(TICK)))
     except BaseException as err:  # noqa: BLE001 -- every failure goes to the parent
         reply = (False, err)
     try:
@@ -120,19 +160,10 @@ def child(sock: socket.socket, there: Callable[[], R], solve: Callable[[], objec
         text = "its result cannot be pickled" if ok else f"{type(value).__name__}: {value}"
         data = pickle.dumps((False, RuntimeError(f"the reverse direction failed: {text}")))
     try:
-        sock.sendall(len(data).to_bytes(8, "little") + data)
+        sock.sendall(RESULT + len(data).to_bytes(8, "little") + data)
     except OSError:  # the parent is gone
         code = 1
     os._exit(code)
-
-
-def receive(sock: socket.socket) -> tuple[bool, object] | None:
-    """The child's pickled (ok, result or exception), or None if it died before sending."""
-    head = read_exactly(sock, 8)
-    if head is None:
-        return None
-    data = read_exactly(sock, int.from_bytes(head, "little"))
-    return None if data is None else pickle.loads(data)
 
 
 def read_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -141,7 +172,7 @@ def read_exactly(sock: socket.socket, size: int) -> bytes | None:
     while left:
         try:
             chunk = sock.recv(min(left, 1 << 20))
-        except ConnectionResetError:
+        except OSError:  # reset by a child that died
             return None
         if not chunk:
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from spectral_resnet.io import (
     save_image,
 )
 from spectral_resnet.model import CheckpointError, SpectralShader, working_spectrum
-from spectral_resnet.runs import encode_all, notice, pair_masks, shade
+from spectral_resnet.runs import blocks_bar, encode_all, notice, pair_masks, shade
 from spectral_resnet.weights import ALIASES, checkpoint_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -146,18 +147,19 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
         working_spectrum(shader.config, images[directions[index][1]])
         solved[index] = time.perf_counter() - began
 
-    def direction(index: int, line: int = 0) -> tuple[dict, dict]:
+    def direction(index: int, tick: Callable[[], None]) -> tuple[dict, dict]:
         """One direction's pictures (file -> image) and run.json entry, whose timings count
-        the spectrum solved before it."""
+        the spectrum solved before it. tick: after each block."""
         name, t_path, s_path = directions[index]
         images_t, images_s = images[t_path][None], images[s_path][None]
-        made, entry = shade(
-            shader, images_t, images_s, name, t_path, s_path, device, cfg.progress, masks, line
-        )
+        made, entry = shade(shader, images_t, images_s, name, t_path, s_path, device, masks, tick)
         timings = entry["timings_s"]
         for key in ("spectra", "total"):
             timings[key] = round(timings[key] + solved.get(index, 0.0), 4)
         return made, entry
+
+    def bar(index: int, line: int = 0):
+        return blocks_bar(directions[index][0], len(shader.blocks), cfg.progress, line)
 
     pending: dict[str, Future | bytes] = {}  # file -> its bytes, or their encoding under way
     pool = ThreadPoolExecutor(max_workers=2)  # PNG encoders release the GIL
@@ -173,17 +175,22 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
 
     try:
         if beside:  # the reverse in a process of its own, which encodes its own pictures
-            _, theirs = side_by_side(
-                lambda: collect(*started(*direction(0))),  # encoded while the other runs
-                lambda: encoded(*direction(1, line=1)),
-                lambda: solve(0),
-                lambda: solve(1),
-                threads,
-            )
-            collect(*theirs)
+            # both bars drawn here, and closed top first: each close ends the line it is on
+            with bar(1, line=1) as theirs, bar(0) as mine:
+                _, made = side_by_side(
+                    lambda: collect(*started(*direction(0, mine.update))),  # encoded meanwhile
+                    lambda step: encoded(*direction(1, step)),
+                    lambda: solve(0),
+                    lambda: solve(1),
+                    threads,
+                    theirs.update,
+                )
+            collect(*made)
         else:  # one after the other, each one's pictures encoded while the next runs
             for index in range(len(directions)):
-                collect(*started(*direction(index)))
+                with bar(index) as mine:
+                    made = direction(index, mine.update)
+                collect(*started(*made))
         for entry in report["runs"]:
             if line := notice(entry):
                 print(f"infer.py: note: {line}", file=sys.stderr)

@@ -68,30 +68,23 @@ def shade(
     t_path: Path,
     s_path: Path,
     device,
-    progress=False,
     masks: dict[Path, torch.Tensor | None] | None = None,
-    line: int = 0,
+    tick: Callable[[], None] = lambda: None,
 ):
     """One direction, named `name`: shade `target` (1, 3, H, W) with `sample`, render every
     picture in memory; returns (file name -> image, the run's run.json entry). masks: each
-    image's mask (H, W) bool by its path, if it has one. line: the progress bar's line (1:
-    below another direction's, run beside it)."""
+    image's mask (H, W) bool by its path, if it has one. tick: called after each block (a
+    progress bar's update, owned by the caller)."""
     masks = masks or {}
     t_mask, s_mask = (masks.get(p) for p in (t_path, s_path))
-    bar = tqdm(
-        total=len(shader.blocks), desc=name, unit="block", disable=not progress, position=line
-    )
-    try:  # closed on Ctrl-C too, so the message after it starts a line of its own
-        with torch.no_grad():
-            out = shader(
-                target.to(device),
-                sample.to(device),
-                progress=lambda _: bar.update(1),
-                target_mask=None if t_mask is None else t_mask.to(device),
-                sample_mask=None if s_mask is None else s_mask.to(device),
-            )
-    finally:
-        bar.close()
+    with torch.no_grad():
+        out = shader(
+            target.to(device),
+            sample.to(device),
+            progress=lambda _: tick(),
+            target_mask=None if t_mask is None else t_mask.to(device),
+            sample_mask=None if s_mask is None else s_mask.to(device),
+        )
     pictures = render(name, target.cpu(), sample.cpu(), out, shader.pattern)
     entry = {
         "target": str(t_path),
@@ -113,6 +106,13 @@ def shade(
         ],
     }
     return pictures, entry
+
+
+def blocks_bar(name: str, blocks: int, enabled: bool, line: int = 0) -> tqdm:
+    """A direction's progress bar over its blocks; line 1: below another direction's, both
+    drawn by this process. Close it (a `with`) on Ctrl-C too, so what is printed next
+    starts a line of its own."""
+    return tqdm(total=blocks, desc=name, unit="block", disable=not enabled, position=line)
 
 
 def notice(entry: dict) -> str | None:

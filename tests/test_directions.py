@@ -36,7 +36,7 @@ def test_each_side_solves_first_and_shades_after_the_meeting(tmp_path, threads):
 
     here, there = side_by_side(
         lambda: shade(there_file),
-        lambda: shade(here_file),
+        lambda _: shade(here_file),
         lambda: here_file.write_text("solved here"),
         lambda: there_file.write_text("solved there"),
         threads=3,
@@ -46,12 +46,28 @@ def test_each_side_solves_first_and_shades_after_the_meeting(tmp_path, threads):
     assert torch.equal(there[3], torch.arange(300_000, dtype=torch.float32))
 
 
+def test_the_childs_steps_are_ticks_here_all_before_its_result(threads):
+    """The child draws nothing: each step it takes is one tick() in this process, and every
+    tick has come when side_by_side returns (the bar is closed after it, on a whole line)."""
+    ticks = []
+
+    def steps(step):
+        for _ in range(5):
+            step()
+        return "done"
+
+    here, there = side_by_side(
+        lambda: len(ticks), steps, lambda: None, lambda: None, 2, lambda: ticks.append(1)
+    )
+    assert there == "done" and len(ticks) == 5
+
+
 def test_an_error_in_the_child_is_raised_here(threads):
     def fail():
         raise ValueError("target must have 3 channels (RGB), got 4")
 
     with pytest.raises(ValueError, match="3 channels"):
-        side_by_side(lambda: 1, fail, lambda: None, lambda: None, threads=2)
+        side_by_side(lambda: 1, lambda _: fail(), lambda: None, lambda: None, threads=2)
 
     class Odd(Exception):  # an exception pickle cannot rebuild (a local class)
         pass
@@ -60,18 +76,18 @@ def test_an_error_in_the_child_is_raised_here(threads):
         raise Odd("no room for the shape")
 
     with pytest.raises(RuntimeError, match="reverse direction failed: Odd: no room"):
-        side_by_side(lambda: 1, odd, lambda: None, lambda: None, threads=2)
+        side_by_side(lambda: 1, lambda _: odd(), lambda: None, lambda: None, threads=2)
     with pytest.raises(RuntimeError, match="reverse direction failed: its result cannot be"):
-        side_by_side(lambda: 1, lambda: lambda: 2, lambda: None, lambda: None, threads=2)
+        side_by_side(lambda: 1, lambda _: lambda: 2, lambda: None, lambda: None, threads=2)
 
 
 def test_a_child_that_dies_is_one_error(threads):
     with pytest.raises(
         ChildLost, match=r"without a result \(signal 9, out of memory\?\); parallel=false"
     ):
-        side_by_side(lambda: 1, lambda: os.kill(os.getpid(), 9), lambda: None, lambda: None, 2)
+        side_by_side(lambda: 1, lambda _: os.kill(os.getpid(), 9), lambda: None, lambda: None, 2)
     with pytest.raises(ChildLost, match=r"ended without a result \(exit code 3\)"):
-        side_by_side(lambda: 1, lambda: None, lambda: None, lambda: os._exit(3), 2)
+        side_by_side(lambda: 1, lambda _: None, lambda: None, lambda: os._exit(3), 2)
 
 
 def test_a_ctrl_c_in_the_child_ends_it_where_it_is(threads):
@@ -85,7 +101,7 @@ def test_a_ctrl_c_in_the_child_ends_it_where_it_is(threads):
 
     start = time.monotonic()
     with pytest.raises(ChildLost, match=r"ended without a result \(exit code 130\)"):
-        side_by_side(lambda: 1, interrupted, lambda: None, lambda: None, threads=2)
+        side_by_side(lambda: 1, lambda _: interrupted(), lambda: None, lambda: None, threads=2)
     assert time.monotonic() - start < 20
 
 
@@ -103,7 +119,7 @@ def test_an_error_here_kills_the_child_and_leaves_no_process(tmp_path, threads):
 
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        side_by_side(fail, sleeper, lambda: None, lambda: None, threads=2)
+        side_by_side(fail, lambda _: sleeper(), lambda: None, lambda: None, threads=2)
     assert time.monotonic() - start < 30
     with pytest.raises(ProcessLookupError):  # killed and reaped: not even a zombie
         os.kill(int(pid_file.read_text()), 0)

@@ -341,7 +341,9 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt, gro
     """SIGINT while shading (the first block is done: Python, torch and Hydra are loaded, and
     the bar is not still being drawn): exit 130, one line of ours, no traceback, no output
     dir, and no process left of the reverse direction, which runs beside the forward on two
-    threads: sent to infer.py alone, or to the group as a terminal's Ctrl-C is."""
+    threads: sent to infer.py alone, or to the group as a terminal's Ctrl-C is. The message
+    is the last line, on a line of its own: infer.py draws the reverse direction's bar too,
+    so nothing of the other process's can come after it or share its line."""
     for name in ("t", "s"):
         small_png(tmp_path / f"{name}.png", size=(512, 512))
     out = tmp_path / "out"
@@ -356,6 +358,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, interrupt, gro
     assert code == 130, text
     ours = [line for line in text.replace("\r", "\n").splitlines() if "infer.py:" in line]
     assert ours == ["infer.py: interrupted; nothing more was written"], text
+    assert text.endswith("\ninfer.py: interrupted; nothing more was written\n"), text
     assert "Traceback" not in text and not out.exists()
 
 
