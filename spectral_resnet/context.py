@@ -92,16 +92,20 @@ class PairContext:
         coarse = coarse_shape((h, w), EVIDENCE_STRIDE)
         on = (self.target_boundary > 0).unflatten(1, (h, w))[:, None].float()  # (B, 1, h, w)
         cells = F.max_pool2d(on, EVIDENCE_STRIDE, ceil_mode=True)  # cells holding boundary
-        cells = F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0  # (B, h', w') + the ring
+        cells = F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0].flatten(1) > 0  # + the ring
         rows = torch.arange(0, h, EVIDENCE_STRIDE, device=on.device)  # (h',)
         cols = torch.arange(0, w, EVIDENCE_STRIDE, device=on.device)
         pixel = (rows[:, None] * w + cols).flatten()  # (h' w',) each cell's first token
-        grid = torch.zeros(cells.shape, dtype=c.q.dtype, device=c.q.device).flatten(1)
-        for i, cell in enumerate(cells.flatten(1)):  # line art: a few cells in ten
-            if cell.any():
-                q = c.q[i : i + 1, pixel[cell]]  # (1, m, d)
-                boundary = self.sample_boundary[i : i + 1]
-                grid[i, cell] = c.kernel.confidence(q, c.k[i : i + 1], c.scale, boundary)[0]
+        if every_cell(c.q.device):
+            grid = c.kernel.confidence(c.q[:, pixel], c.k, c.scale, self.sample_boundary)
+            grid = torch.where(cells, grid, 0.0)  # (B, h' w')
+        else:
+            grid = torch.zeros(cells.shape, dtype=c.q.dtype)
+            for i, cell in enumerate(cells):
+                if cell.any():
+                    q = c.q[i : i + 1, pixel[cell]]  # (1, m, d)
+                    boundary = self.sample_boundary[i : i + 1]
+                    grid[i, cell] = c.kernel.confidence(q, c.k[i : i + 1], c.scale, boundary)[0]
         return upsampled(grid[..., None], coarse, (h, w))[..., 0]
 
     @cached_property
@@ -119,6 +123,13 @@ class PairContext:
     def sample_boxes(self) -> list[list[tuple[slice, slice] | None]]:
         """Each sample component's bounding box: boxes[i][label - 1] (find it once a pass)."""
         return [segments.component_boxes(labels) for labels in self.sample_labels]
+
+
+def every_cell(device: torch.device) -> bool:
+    """Whether the evidence scores every coarse cell and masks it (a GPU: no count of cells
+    is read to the host mid-pass) or scores only the cells picked on the host (a CPU: line
+    art lights a few cells in ten)."""
+    return device.type != "cpu"
 
 
 class Outcome(IntEnum):

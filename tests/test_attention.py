@@ -31,14 +31,21 @@ def test_chunked_softmax_equals_full_softmax():
     assert torch.allclose(attn.confidence(q, k, scale, None), full.amax(-1), atol=1e-6)
 
 
-def test_evidence_is_the_half_grid_confidence_upsampled_and_skips_cells_out_of_reach():
+@pytest.mark.parametrize("every", [False, True], ids=["cells picked (cpu)", "every cell (gpu)"])
+def test_evidence_is_the_half_grid_confidence_upsampled_and_skips_cells_out_of_reach(
+    monkeypatch, every
+):
     """The softmax evidence: the confidence at each 2x2 cell's first pixel, upsampled
-    bilinearly, times the target's boundary. Cells no boundary pixel reads are never
-    scored: NaN queries there leave it finite."""
+    bilinearly, times the target's boundary. Cells no boundary pixel reads count for
+    nothing: NaN queries there leave it finite, whether the cells in reach are picked on
+    the host (a CPU) or every cell is scored and masked (a GPU: no host sync)."""
     import torch.nn.functional as F
 
+    from spectral_resnet import context
     from spectral_resnet.attention import ProjectedAttention
     from spectral_resnet.context import PairContext
+
+    monkeypatch.setattr(context, "every_cell", lambda device: every)
 
     g = torch.Generator().manual_seed(3)
     h, w = 9, 12

@@ -134,12 +134,15 @@ def fake_spectrum(image, k: int) -> Spectrum:
     )
 
 
-def test_the_image_ops_context_comes_to_the_host(fake):
+@pytest.mark.parametrize("kernel", ["linear", "softmax"])
+def test_the_image_ops_context_comes_to_the_host(fake, kernel):
     """The image ops read a host copy of the pair's context (their steps are data-dependent):
-    every tensor on the CPU, the evidence computed where the head runs and brought over."""
+    every tensor on the CPU, the evidence computed where the head runs and brought over
+    (softmax's confidence too: its cells in reach are masked there, not counted on the
+    host)."""
     qk = on_cuda(lambda: QKProjection(dim=8, init="learned", learnable=True))
     f_t, f_s = torch.randn(1, 12, 8, device=CUDA), torch.randn(1, 10, 8, device=CUDA)
-    cross = ProjectedAttention(*qk(f_t, f_s), qk.scale, SpectralAttention(kernel="linear"))
+    cross = ProjectedAttention(*qk(f_t, f_s), qk.scale, SpectralAttention(kernel=kernel))
     ctx = PairContext(
         cross=cross,
         sample_values=torch.rand(1, 10, 4, device=CUDA),
