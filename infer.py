@@ -7,12 +7,10 @@ target and the sample, any file name as it is. Every option: spectral_resnet.con
 Shards over Hydra's launchers: `python infer.py -m hydra/launcher=slurm pairs=a.csv,b.csv`.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from spectral_resnet.cli import exit_status, job_status, launch
+from spectral_resnet.cli import exit_status, job_status, launch, leave
 from spectral_resnet.inference import cli_main
 
 
@@ -23,4 +21,4 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     launch("infer", main, "infer.py")
-    sys.exit(exit_status())
+    leave(exit_status())

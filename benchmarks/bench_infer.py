@@ -53,10 +53,10 @@ def timed(command: list[str], cache: Path) -> float:
 
 def floor(paths: list[str], threads: int) -> None:
     """The yardstick process: import the package, solve both working-size spectra cold (with
-    the process settings `infer.py` makes, its quick exit included)."""
+    the process settings `infer.py` makes, and its exit without the interpreter's teardown)."""
     import torch
 
-    from spectral_resnet.cli import quick_exit, tune_process
+    from spectral_resnet.cli import leave, quick_exit, tune_process
 
     tune_process()
     quick_exit()  # as infer.py's process: the floor is not Python's exit walk
@@ -68,6 +68,7 @@ def floor(paths: list[str], threads: int) -> None:
     config = ShaderConfig()
     for path in paths:
         working_spectrum(config, load_image(path))
+    leave(0)  # as infer.py leaves
 
 
 def paired(a: list[str], b: list[str], repeats: int, folder: Path) -> tuple[float, float]:

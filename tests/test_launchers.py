@@ -213,6 +213,37 @@ def test_the_clis_exit_without_collecting_what_is_left():
     assert counts["tuned"] == 0 and counts["quick"] > 10_000, counts
 
 
+LEAVE = """
+import atexit, sys
+from spectral_resnet.cli import leave
+
+class Kept:
+    def __del__(self):
+        print("torn down", flush=True)
+
+kept = Kept()  # alive at exit: the interpreter's teardown would finalize it
+atexit.register(lambda: print("atexit ran"))
+sys.stdout.write("a line not ended, still in the buffer; ")
+sys.stderr.write("on stderr")
+if sys.argv[1] == "leave":
+    leave(3)
+sys.exit(3)
+"""
+
+
+def test_infer_leaves_with_its_code_after_the_atexit_handlers_and_no_teardown():
+    """cli.leave: the exit code, the atexit handlers' output and whatever the streams still
+    buffered all come out; only the interpreter's teardown (here a live object's __del__)
+    is skipped, as a plain exit does not."""
+    runs = {}
+    for mode in ("leave", "exit"):
+        out = subprocess.run([sys.executable, "-c", LEAVE, mode], capture_output=True, text=True)
+        assert out.returncode == 3 and out.stderr == "on stderr", out
+        runs[mode] = out.stdout
+    assert runs["leave"] == "a line not ended, still in the buffer; atexit ran\n"
+    assert runs["exit"] == runs["leave"] + "torn down\n"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc setting")
 def test_the_clis_reuse_freed_memory_without_page_faults():
     """Once the heap has grown to hold it, a 64 MB map freed and taken again comes back
