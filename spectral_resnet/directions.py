@@ -71,8 +71,9 @@ def side_by_side(
         finally:
             os._exit(1)
     theirs.close()
-    listener = Listener(mine, tick)
+    listener = Listener(mine, tick, pid)
     listener.start()
+    replied = False
     try:
         torch.set_num_threads(max(1, threads - 1))
         solve_here()
@@ -82,17 +83,16 @@ def side_by_side(
             pass
         listener.met.wait()
         result = here()
-        listener.join()
-        _, status = os.waitpid(pid, 0)
-        pid = 0
+        listener.heard.wait()
+        replied = listener.reply is not None
     finally:
         torch.set_num_threads(threads)
-        if pid:  # an error or a Ctrl-C here: the child's direction is not wanted
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        listener.join()  # at the end of the stream, the child being gone: no tick after this
+        if not replied:  # an error or a Ctrl-C here, or a child gone without its reply
+            listener.kill()
+            listener.join()  # the child reaped, and no tick after this
         mine.close()
-    if listener.reply is None:
+    if not replied:
+        status = listener.status
         killed = os.WIFSIGNALED(status)
         how = f"signal {os.WTERMSIG(status)}" if killed else f"exit code {os.WEXITSTATUS(status)}"
         if killed and os.WTERMSIG(status) == signal.SIGKILL:
@@ -109,13 +109,17 @@ def side_by_side(
 
 class Listener(threading.Thread):
     """What the child sends, read as it comes: the meeting (met), each step (tick()), then
-    its reply, or None if it ended first."""
+    its reply (heard; None if it ended first). The child is then reaped here, in the
+    background: its exit (freeing its memory) takes 0.04 s that the files need not wait."""
 
-    def __init__(self, sock: socket.socket, tick: Callable[[], None]):
+    def __init__(self, sock: socket.socket, tick: Callable[[], None], pid: int):
         super().__init__(daemon=True)
-        self.sock, self.tick = sock, tick
-        self.met = threading.Event()
+        self.sock, self.tick, self.pid = sock, tick, pid
+        self.met, self.heard = threading.Event(), threading.Event()
         self.reply: tuple[bool, object] | None = None
+        self.status = 0  # the child's wait status, once reaped
+        self.reaping = threading.Lock()  # a pid is killed only before it is reaped
+        self.reaped = False
 
     def run(self) -> None:
         try:
@@ -128,9 +132,19 @@ class Listener(threading.Thread):
                     head = read_exactly(self.sock, 8)
                     data = head and read_exactly(self.sock, int.from_bytes(head, "little"))
                     self.reply = pickle.loads(data) if data else None
-                    return
+                    break
         finally:
             self.met.set()  # a child that died before the meeting: here goes on to its error
+            self.heard.set()
+            with self.reaping:
+                self.status = os.waitpid(self.pid, 0)[1]
+                self.reaped = True
+
+    def kill(self) -> None:
+        """Stop the child, unless it is reaped already (its pid may be another's by then)."""
+        with self.reaping:
+            if not self.reaped:
+                os.kill(self.pid, signal.SIGKILL)
 
 
 def child(
