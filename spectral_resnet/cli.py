@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -245,7 +246,12 @@ def leave(code: int) -> NoReturn:
     the atexit handlers run (logging's flush and close among them) and the standard streams
     are flushed, then the interpreter's teardown, which frees the objects of torch, numpy
     and scipy one by one for 0.17 s after a run's last file, is skipped (os._exit;
-    docs/benchmarks.md). For `infer.py`, whose every file is written and closed first."""
+    docs/benchmarks.md). For `infer.py`, whose every file is written and closed first.
+    While a thread that is not a daemon still runs (a launcher's pool, say), the process
+    exits as Python does, which waits for it."""
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

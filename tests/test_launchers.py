@@ -225,7 +225,10 @@ kept = Kept()  # alive at exit: the interpreter's teardown would finalize it
 atexit.register(lambda: print("atexit ran"))
 sys.stdout.write("a line not ended, still in the buffer; ")
 sys.stderr.write("on stderr")
-if sys.argv[1] == "leave":
+if sys.argv[1] == "busy":  # a thread still at work: Python's own exit, which waits for it
+    import threading, time
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread done", flush=True))).start()
+if sys.argv[1] in ("leave", "busy"):
     leave(3)
 sys.exit(3)
 """
@@ -234,14 +237,17 @@ sys.exit(3)
 def test_infer_leaves_with_its_code_after_the_atexit_handlers_and_no_teardown():
     """cli.leave: the exit code, the atexit handlers' output and whatever the streams still
     buffered all come out; only the interpreter's teardown (here a live object's __del__)
-    is skipped, as a plain exit does not."""
+    is skipped, as a plain exit does not. With a thread still at work, the process exits as
+    Python does, after the thread."""
     runs = {}
-    for mode in ("leave", "exit"):
+    for mode in ("leave", "exit", "busy"):
         out = subprocess.run([sys.executable, "-c", LEAVE, mode], capture_output=True, text=True)
         assert out.returncode == 3 and out.stderr == "on stderr", out
         runs[mode] = out.stdout
     assert runs["leave"] == "a line not ended, still in the buffer; atexit ran\n"
     assert runs["exit"] == runs["leave"] + "torn down\n"
+    assert runs["busy"].startswith("a line not ended, still in the buffer; thread done\n")
+    assert "atexit ran" in runs["busy"] and "torn down" in runs["busy"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc setting")
