@@ -1,6 +1,6 @@
 """One direction of one pair, as every front end runs it (infer.py, batch mode, the app,
-the gallery): shade with a progress bar, render every picture in memory, and the run's
-run.json entry."""
+the gallery): shade (the caller's progress bar ticked after each block), render every
+picture in memory, and the run's run.json entry."""
 
 from __future__ import annotations
 
