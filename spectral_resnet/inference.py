@@ -187,10 +187,9 @@ def run(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 )
             collect(*made)
         else:  # one after the other, each one's pictures encoded while the next runs
-            for index in range(len(directions)):
+            for index in range(len(directions)):  # no name keeps its float pictures alive
                 with bar(index) as mine:
-                    made = direction(index, mine.update)
-                collect(*started(*made))
+                    collect(*started(*direction(index, mine.update)))
         for entry in report["runs"]:
             if line := notice(entry):
                 print(f"infer.py: note: {line}", file=sys.stderr)
