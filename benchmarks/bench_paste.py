@@ -180,15 +180,18 @@ def main() -> None:
     parser.add_argument("--weights", default="default", help="shipped weights by name, or a file")
     parser.add_argument(
         "--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
-        help="a runtime option, e.g. attention.max_keys=1024 (repeatable)",
+        help="a runtime option, e.g. attention.max_keys=1024 or precision=float32 (repeatable)",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = ShaderConfig().to_dict()
     for item in args.set:
         name, _, value = item.partition("=")
-        group, _, key = name.partition(".")
-        options[group][key] = yaml.safe_load(value)
+        *groups, key = name.split(".")
+        section = options
+        for group in groups:
+            section = section[group]
+        section[key] = yaml.safe_load(value)
     shader = SpectralShader.from_pretrained(args.weights, ShaderConfig.from_dict(options)).eval()
     size = (args.size, args.size)
     records, skipped, runs, start = [], 0, 0, time.perf_counter()

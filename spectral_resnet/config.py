@@ -35,6 +35,7 @@ MAX_K = 512  # eigenpairs a spectrum may ask for: a memory guard, far above any 
 MAX_SEEDS = 64
 MAX_WORK_SIZE = 4096  # spectra and attention at 4096^2 take minutes and gigabytes already
 INKS = ("auto", "dark", "light", "any")
+PRECISIONS = ("auto", "float32", "bfloat16")  # the learned layers' arithmetic at inference
 # the fields a checkpoint's weights were trained with; overriding one is an error
 ARCHITECTURE = (
     "spectrum.k",
@@ -318,6 +319,9 @@ class ShaderConfig:
     # patch tokens near the scale they were trained at; null: full resolution
     work_size: int | None = 256
     refresh_target: bool = False  # recompute the target's spectrum between blocks
+    # the learned layers' arithmetic at inference (training and the spectra are float32);
+    # auto: bfloat16 on a device with native bf16 units (docs/design.md, "Precision")
+    precision: str = "auto"
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     stack: StackConfig = field(default_factory=StackConfig)
@@ -337,6 +341,8 @@ class ShaderConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, kind(**value))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.work_size is not None:
             check_range("work_size", self.work_size, 2, MAX_WORK_SIZE, integer=True)
         learned = set(self.attention.token_features) & set(LEARNED_FEATURES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -86,6 +87,7 @@ def index_to_xy(index: Tensor, width: int) -> Tensor:
 
 
 PYRAMID_MIN_SIDE = 32  # px: a coarser pyramid level than this sees too little to score
+CPU_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's
 VIEW_BATCH = 8  # most views encoded at once: 1.6x faster than one by one, and than 35 at once
 
 
@@ -106,6 +108,17 @@ def check_pattern(pattern: str) -> str:
             + ", ".join(f"{k}={v}" for k, v in BLOCK_LETTERS.items())
         )
     return pattern
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether the device has bf16 arithmetic units (AVX512-BF16 or AMX on a CPU; Ampere and
+    later on CUDA): there bf16 runs the learned layers faster; elsewhere it is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, probe, bool)() for probe in CPU_BF16_PROBES)  # absent: False
+    return False
 
 
 def resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -232,8 +245,19 @@ class SpectralShader(nn.Module):
     # ------------------------------------------------------------------ spectra and context
 
     def spectrum(self, image: Tensor) -> Spectrum:
-        """Spectrum of one (3, h, w) image, cached; float32 on the image's device."""
+        """Spectrum of one (3, h, w) image, cached; float32 on the image's device (solved in
+        float64, which autocast leaves alone)."""
         return self.config.spectrum.compute(image.detach()).to(image.device, torch.float32)
+
+    def arithmetic(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """Where the learned layers run: in bfloat16 at inference when `precision` asks for
+        it (auto: where the device has bf16 units), 1.6-1.8x faster on such a CPU
+        (benchmarks/bench_precision.py); in float32 in training."""
+        precision = self.config.precision
+        bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
+        if self.training or not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def pair_context(
         self,
@@ -268,13 +292,15 @@ class SpectralShader(nn.Module):
                 "target": worst_residual(t_specs),
                 "sample": worst_residual(s_specs),
             }
-        views = self.choose_views(t_img, s_img) if views is None else views
-        stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         graphs = None  # what 's' layers run along; an 'x'-only stack reads none
         if t_specs is not None and "s" in self.config.stack.layers:
             graphs = PairGraphs(ImageGraphs.of(t_specs), ImageGraphs.of(s_specs))
-        q, k = self.head_rows(t_img, s_img, t_specs, s_specs, graphs, views)
-        q, k = self.pyramid(q, k, t_img, s_img, graphs, views)
+        with self.arithmetic(t_img.device):
+            views = self.choose_views(t_img, s_img) if views is None else views
+            q, k = self.head_rows(t_img, s_img, t_specs, s_specs, graphs, views)
+            q, k = self.pyramid(q, k, t_img, s_img, graphs, views)
+        q, k = q.float(), k.float()  # the attention and the image ops read float32 rows
+        stats["views"] = [(v.angle, v.scale) for v in views] if views else None
         pastes = ops and "c" in self.pattern
         boundary = dict.fromkeys(("sample_values", "target_boundary", "sample_boundary"))
         if ops:

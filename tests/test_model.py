@@ -154,6 +154,7 @@ def test_match_of_an_image_with_itself_finds_itself():
         (lambda: AttentionConfig(qk_init="identity", features=["hks"]), "raw eigenvectors"),
         (lambda: ShaderConfig(work_size=0), "work_size must be an integer in \\[2, 4096\\]"),
         (lambda: AttentionConfig(pyramid=0), "attention.pyramid must be an integer in \\[1, 4\\]"),
+        (lambda: ShaderConfig(precision="half"), "precision must be one of"),
     ],
 )
 def test_bad_configuration_raises_clear_errors(make, message):
@@ -193,11 +194,17 @@ def test_image_memo_finds_each_image_once_and_misses_after_a_change():
 
 
 def stem_shader(
-    pyramid: int, layers: str = "", kernel: str = "softmax", stride: int = 1
+    pyramid: int,
+    layers: str = "",
+    kernel: str = "softmax",
+    stride: int = 1,
+    precision: str = "float32",
 ) -> SpectralShader:
-    """A small stem model (learned tied head), one view."""
+    """A small stem model (learned tied head), one view; float32 by default, as the dense
+    references here are."""
     cfg = ShaderConfig.from_dict(
         {
+            "precision": precision,
             "attention": dict(qk_init="learned", kernel=kernel, features=["stem"], tied=True)
             | {"pyramid": pyramid},
             "stack": {
@@ -282,3 +289,38 @@ def test_the_pyramid_scores_each_pair_of_a_batch_as_alone():
     for part in ("q", "k"):
         together = getattr(both, part)
         assert torch.allclose(together, torch.cat([getattr(a, part) for a in alone]), atol=2e-3)
+
+
+def test_bfloat16_runs_the_learned_layers_and_hands_on_float32_rows():
+    """precision=bfloat16: the stem and the stack (its spectral layer too) run in bf16, so Q
+    and K differ from float32's by bf16's rounding and no more; the rows the attention and
+    the image ops read are float32; match() agrees on nearly every pixel; training runs
+    float32 whatever is asked."""
+    target, sample = scene((64, 72), seed=1)[None], scene((68, 64), seed=2)[None]
+    exact = stem_shader(pyramid=2, layers="sx")
+    fast = stem_shader(pyramid=2, layers="sx", precision="bfloat16")  # the same weights
+    with torch.no_grad():
+        a, b = (m.pair_context(target, sample, ops=False).cross for m in (exact, fast))
+        for rows, ref in ((b.q, a.q), (b.k, a.k)):
+            assert rows.dtype == torch.float32
+            assert 1e-4 < (rows - ref).abs().max() / ref.abs().max() < 3e-2
+        moved = (exact.match(target, sample) - fast.match(target, sample)).norm(dim=-1)
+        assert (moved <= 1.0).float().mean() > 0.9
+        exact.train(), fast.train()
+        a, b = (m.pair_context(target, sample, ops=False).cross for m in (exact, fast))
+    assert torch.equal(a.q, b.q) and torch.equal(a.k, b.k)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_device_has_bf16_units(monkeypatch, native):
+    from spectral_resnet import model
+
+    assert not model.native_bfloat16(torch.device("meta"))
+    if not torch.cuda.is_available():
+        assert not model.native_bfloat16(torch.device("cuda"))
+    monkeypatch.setattr(model, "native_bfloat16", lambda device: native)
+    shader = stem_shader(pyramid=1, precision="auto")
+    with shader.arithmetic(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu") is native
+    with stem_shader(pyramid=1, precision="bfloat16").arithmetic(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu")  # asked for: bf16, emulated or not
