@@ -1,6 +1,7 @@
 """The GPU path against the CPU default, in one command of a few minutes on a machine with
 CUDA: the eigensolver (auto: chebyshev on CUDA, arpack on the CPU) at 512² and 1024², a
-shader forward (default weights, a 512² photo pair, warm spectra), and a 50-step training
+shader forward (default weights, a 512² photo pair, warm spectra; the learned layers in
+float32 and at the default precision), and a 50-step training
 run (`experiment=stem`, its own process).
 
     python benchmarks/bench_gpu.py                  # writes bench_gpu.md beside the table
@@ -69,18 +70,22 @@ def eigensolver_rows(devices: dict[str, torch.device]) -> list[tuple[str, dict[s
     return rows
 
 
-def forward_row(devices: dict[str, torch.device]) -> tuple[str, dict[str, float]]:
+def forward_row(devices: dict[str, torch.device], precision: str) -> tuple[str, dict[str, float]]:
+    """A shader forward with the learned layers at `precision` (auto: bfloat16 on a device
+    with bf16 units, each device deciding for itself)."""
     from spectral_resnet.config import ShaderConfig
     from spectral_resnet.model import SpectralShader
 
     target, sample = photo(512)[None], photo(512).flip(-1)[None]
+    config = ShaderConfig(precision=precision)
     seconds = {}
     for name, device in devices.items():
-        shader = SpectralShader.from_pretrained("default", ShaderConfig()).to(device).eval()
+        shader = SpectralShader.from_pretrained("default", config).to(device).eval()
         t, s = target.to(device), sample.to(device)
         with torch.no_grad():
             seconds[name] = synced(lambda m=shader, t=t, s=s: m(t, s), device)
-    return "shader forward, 512² pair, default weights and pattern, warm spectra", seconds
+    what = "shader forward, 512² pair, default weights and pattern, warm spectra"
+    return f"{what}, precision={precision}", seconds
 
 
 def training_row(threads: int) -> tuple[str, dict[str, float]]:
@@ -116,7 +121,11 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.cpu_threads)
     devices = {"cuda": torch.device("cuda"), "cpu": torch.device("cpu")}
-    rows = [*eigensolver_rows(devices), forward_row(devices), training_row(args.cpu_threads)]
+    rows = [
+        *eigensolver_rows(devices),
+        *(forward_row(devices, precision) for precision in ("float32", "auto")),
+        training_row(args.cpu_threads),
+    ]
     gpu = torch.cuda.get_device_name(0)
     lines = [
         f"{gpu} against {args.cpu_threads} CPU threads, torch {torch.__version__}",
