@@ -4,8 +4,11 @@ picture in memory, and the run's run.json entry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -108,11 +111,47 @@ def shade(
     return pictures, entry
 
 
-def blocks_bar(name: str, blocks: int, enabled: bool, line: int = 0) -> tqdm:
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that comes in the block until the block is done, then deliver
+    it as it would have been. Python raises KeyboardInterrupt only in the main thread, so
+    elsewhere there is nothing to hold; nor is there where Python cannot put the handler
+    back (one set outside Python, or the interpreter's exit: getsignal gives None)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, _: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)
+
+
+class BlocksBar(tqdm):
+    """A progress bar that a Ctrl-C never stops halfway through a draw. tqdm holds its write
+    lock while it draws, without a try/finally: a KeyboardInterrupt raised in the middle
+    leaves the lock held, and a thread that draws the other direction's bar
+    (`directions.Listener`) then waits for it for ever, while the main thread waits for
+    that thread."""
+
+    def update(self, n: float | None = 1) -> bool | None:
+        with ctrl_c_after():
+            return super().update(n)
+
+    def close(self) -> None:
+        with ctrl_c_after():
+            super().close()
+
+
+def blocks_bar(name: str, blocks: int, enabled: bool, line: int = 0) -> BlocksBar:
     """A direction's progress bar over its blocks; line 1: below another direction's, both
     drawn by this process. Close it (a `with`) on Ctrl-C too, so what is printed next
     starts a line of its own."""
-    return tqdm(total=blocks, desc=name, unit="block", disable=not enabled, position=line)
+    return BlocksBar(total=blocks, desc=name, unit="block", disable=not enabled, position=line)
 
 
 def notice(entry: dict) -> str | None:

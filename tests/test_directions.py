@@ -129,3 +129,43 @@ def test_only_cpu_runs_on_two_or_three_threads_fork():
     assert can_fork(torch.device("cpu"), 2) and can_fork(torch.device("cpu"), 3)
     assert not can_fork(torch.device("cpu"), 1) and not can_fork(torch.device("cpu"), 4)
     assert not can_fork(torch.device("cuda"), 2)
+
+
+def test_a_ctrl_c_in_the_middle_of_a_draw_leaves_the_other_bar_free():
+    """SIGINT while this (main) thread draws its bar, inside tqdm's write lock: the
+    KeyboardInterrupt comes once the draw is done, so the listener's thread can still draw
+    the other direction's bar (a plain tqdm bar kept the lock, and the listener, which the
+    main thread joins after a Ctrl-C, waited for it for ever)."""
+    import io
+    import threading
+
+    from tqdm.std import TqdmDefaultWriteLock
+
+    from spectral_resnet.runs import BlocksBar
+
+    class Bar(BlocksBar):
+        """Its own lock: should the hold fail, no other test's bar waits for it."""
+
+    Bar.set_lock(TqdmDefaultWriteLock())
+
+    class Terminal(io.StringIO):
+        armed = False
+
+        def write(self, text: str) -> int:
+            if self.armed:  # in the middle of a draw: the signal's handler runs right here
+                self.armed = False
+                signal.raise_signal(signal.SIGINT)
+            return super().write(text)
+
+    terminal = Terminal()
+    mine, theirs = (Bar(total=4, file=terminal, mininterval=0, position=i) for i in (0, 1))
+    terminal.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        mine.update()
+    assert mine.n == 1 and not terminal.armed  # the draw was reached, and finished
+    other = threading.Thread(target=theirs.update, daemon=True)
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive() and theirs.n == 1
+    for bar in (mine, theirs):
+        bar.close()

@@ -180,6 +180,10 @@ def bad_inputs(tmp_path):
             [f"target={good}", f"sample={good}", "direction=sideways"],
             "direction must be",
         ),
+        "precision": (
+            [f"target={good}", f"sample={good}", "model.precision=half"],
+            "precision must be one of ('auto', 'float32', 'bfloat16')",
+        ),
     }
 
 
@@ -199,6 +203,7 @@ CASES = [
     "unwritable",
     "corrupt ckpt",
     "direction",
+    "precision",
 ]
 
 
