@@ -251,7 +251,7 @@ class SpectralShader(nn.Module):
 
     def arithmetic(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Where the learned layers run: in bfloat16 at inference when `precision` asks for
-        it (auto: where the device has bf16 units), 1.6-1.8x faster on such a CPU
+        it (auto: where the device has bf16 units), 1.4-1.7x faster on such a CPU
         (benchmarks/bench_precision.py); in float32 in training."""
         precision = self.config.precision
         bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
